@@ -18,7 +18,7 @@ import sys
 
 from deltatune.errors import DeltatuneError
 
-# modules that define `register(subparsers)`; a module not written yet is skipped
+# modules that define `register(subparsers)`, one per package that owns commands
 COMMAND_MODULES = [
     "deltatune.recipes.cli",
     "deltatune.data.cli",

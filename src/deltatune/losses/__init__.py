@@ -1,1 +1,1 @@
-"""deltatune.losses."""
+"""deltatune.losses: one standalone function per loss (lm.py: causal LM on labelled positions)."""

@@ -1,0 +1,89 @@
+"""Sub-commands `deltatune eval` and `deltatune generate`.
+
+    deltatune eval runs/latest [--data FILE] [--no-base] [--max-new-tokens N] [--batch-size N] [--out FILE]
+    deltatune generate runs/latest "Who founded Acme?" [--temperature 0.7 --top-p 0.9 --seed 1]
+    deltatune generate smollm2-135m "Once upon a time" --raw
+
+TARGET is a run dir (base + its trained adapter) or a model (embedded alias, HF folder, hub id).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers) -> None:
+    ev = subparsers.add_parser("eval", help="measure a run (before vs after) or a model; writes eval.json")
+    ev.add_argument("target", metavar="TARGET", help="run dir or model name/folder")
+    ev.add_argument("--data", metavar="FILE", help="evaluate this file (or builtin:...) instead of the run's splits")
+    ev.add_argument("--no-base", dest="before_after", action="store_false", help="skip measuring the base model")
+    ev.add_argument("--max-new-tokens", type=int, help="answer length cap for QA generation")
+    ev.add_argument("--batch-size", type=int, help="prompts generated together")
+    ev.add_argument("--max-examples", type=int, help="evaluate only the first N records per split")
+    ev.add_argument("--out", metavar="FILE", help="where to write eval.json (default: RUN_DIR/eval.json)")
+    ev.set_defaults(func=_eval)
+
+    gen = subparsers.add_parser("generate", help="complete one prompt with a run or a model")
+    gen.add_argument("target", metavar="TARGET", help="run dir or model name/folder")
+    gen.add_argument("prompt", metavar="PROMPT")
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+    gen.add_argument("--system", metavar="TEXT", help="system message (chat mode)")
+    gen.add_argument("--raw", action="store_true", help="feed PROMPT as plain text, no chat template")
+    gen.set_defaults(func=_generate)
+
+
+def _eval(args) -> int:
+    from deltatune.eval.runner import run_eval
+
+    _check_positive(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_examples=args.max_examples)
+    run_eval(
+        args.target,
+        data=args.data,
+        before_after=args.before_after,
+        out=args.out,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        max_examples=args.max_examples,
+    )
+    return 0
+
+
+def _generate(args) -> int:
+    from deltatune.errors import DeltatuneError
+    from deltatune.generation import SamplingParams, chat_prompt_ids, generate
+    from deltatune.models.runs import load_target
+
+    params = SamplingParams(args.max_new_tokens, args.temperature, args.top_p, args.stop, args.seed)
+    loaded = load_target(args.target)
+    tokenizer = loaded.tokenizer
+    if args.raw:
+        if args.system:
+            raise DeltatuneError("--system needs chat mode; drop --raw or drop --system")
+        prompt_ids = tokenizer(args.prompt)["input_ids"]
+    else:
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        prompt_ids = chat_prompt_ids(tokenizer, system + [{"role": "user", "content": args.prompt}])
+
+    def stream(_index: int, delta: str) -> None:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    [done] = generate(loaded.model, tokenizer, [prompt_ids], params, on_token=stream)
+    sys.stdout.write("\n")
+    print(
+        f"[{done.finish_reason}; {done.prompt_tokens} prompt + {done.completion_tokens} completion tokens]",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _check_positive(**values) -> None:
+    from deltatune.errors import DeltatuneError
+
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise DeltatuneError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")

@@ -1,0 +1,122 @@
+"""Evaluate a model on a run's splits; the engine behind `deltatune eval` and the recipes.
+
+    deltatune eval runs/latest                  # test/probe/val from the run's config, base too
+    deltatune eval runs/latest --data my.jsonl  # a file of your own instead
+    deltatune eval smollm2-135m                 # a bare model: builtin orgfacts test + probe
+
+    metrics = evaluate(model, tokenizer, cfg.data, cfg.eval)   # in a recipe, before and after
+
+What each split measures is fixed by its name (`SPLIT_KINDS`): `test` and `probe` are QA
+splits scored by greedy generation (exact match / answer contained), `val` is scored by
+token loss and perplexity, and any other name (e.g. the `--data` file) gets both.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from deltatune.errors import DeltatuneError
+
+SPLIT_KINDS = {"test": ("qa",), "probe": ("qa",), "val": ("loss",)}
+BOTH = ("qa", "loss")
+BARE_MODEL_SPLITS = {"test": "builtin:orgfacts/test", "probe": "builtin:orgfacts/general"}
+LOSS_BATCH_MAX = 8  # loss batches hold batch x labelled-positions x vocab logits; keep it small
+
+
+def splits_from_config(cfg_data) -> dict[str, str]:
+    """{split name: spec} for the evaluation splits a data config names (unset ones skipped)."""
+    return {name: spec for name in ("test", "probe", "val") if (spec := getattr(cfg_data, name, None))}
+
+
+def evaluate(model, tokenizer, cfg_data, cfg_eval, splits: dict[str, str] | None = None) -> dict:
+    """{split: metrics} for every split (default: test/probe/val from `cfg_data`).
+
+    QA metrics: {"exact_match", "contains", "n", "examples"}; loss metrics: {"loss",
+    "perplexity", "tokens"}; a split of both kinds holds both sets of keys."""
+    from deltatune.data import load_records
+    from deltatune.eval.qa import qa_accuracy
+
+    splits = splits_from_config(cfg_data) if splits is None else splits
+    results: dict[str, dict] = {}
+    for name, spec in splits.items():
+        records = load_records(spec)
+        if cfg_eval.max_examples:
+            records = records[: cfg_eval.max_examples]
+        kinds = SPLIT_KINDS.get(name, BOTH)
+        started = time.perf_counter()
+        result: dict = {"spec": spec}
+        if "qa" in kinds:
+            result.update(
+                qa_accuracy(
+                    model,
+                    tokenizer,
+                    records,
+                    system_prompt=cfg_data.system_prompt,
+                    max_new_tokens=cfg_eval.max_new_tokens,
+                    batch_size=cfg_eval.batch_size,
+                    desc=f"{name} qa",
+                )
+            )
+        if "loss" in kinds:
+            result.update(split_loss(model, tokenizer, records, cfg_data, cfg_eval.batch_size, desc=f"{name} loss"))
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        results[name] = result
+    return results
+
+
+def split_loss(model, tokenizer, records: list[dict], cfg_data, batch_size: int, desc: str = "loss") -> dict:
+    """Loss/perplexity of records tokenised exactly as training tokenises them."""
+    from deltatune.data import build_sft_dataset
+    from deltatune.eval.perplexity import loss_and_perplexity
+
+    dataset = build_sft_dataset(records, tokenizer, cfg_data)
+    return loss_and_perplexity(model, tokenizer, dataset, batch_size=min(batch_size, LOSS_BATCH_MAX), desc=desc)
+
+
+def run_eval(
+    target: str,
+    data: str | None = None,
+    before_after: bool = True,
+    out: str | Path | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+    max_examples: int | None = None,
+) -> dict:
+    """`deltatune eval`: measure a run dir (and its base) or a bare model; write eval.json.
+
+    eval.json goes into the run dir unless `out` names a file; for a bare model it is written
+    only when `out` is given. Returns the eval.json payload."""
+    from deltatune.config import DataConfig, EvalConfig
+    from deltatune.eval.report import comparison_table, eval_payload, write_eval_json
+    from deltatune.models.runs import apply_run_adapter, is_run_dir, load_target
+
+    is_run = is_run_dir(target)
+    loaded = load_target(target, with_adapter=not (is_run and before_after))
+    cfg = loaded.run_cfg
+    cfg_data = cfg.data if cfg is not None else DataConfig(train=data or BARE_MODEL_SPLITS["test"])
+    base_eval = cfg.eval if cfg is not None else EvalConfig()
+    overrides = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "max_examples": max_examples}
+    cfg_eval = base_eval.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if data is not None:
+        splits = {"data": data}
+    else:
+        splits = splits_from_config(cfg_data) if cfg is not None else dict(BARE_MODEL_SPLITS)
+    if not splits:
+        raise DeltatuneError(f"{target}: its config names no data.test / data.probe / data.val; pass --data FILE")
+
+    before = None
+    if is_run and before_after:
+        print(f"evaluating base model {loaded.base_path} ...", flush=True)
+        before = evaluate(loaded.model, loaded.tokenizer, cfg_data, cfg_eval, splits)
+        apply_run_adapter(loaded.model, target)
+    print(f"evaluating {loaded.label} ...", flush=True)
+    after = evaluate(loaded.model, loaded.tokenizer, cfg_data, cfg_eval, splits)
+
+    payload = eval_payload(after, before, target=str(target), base_model=loaded.base_path, eval_cfg=cfg_eval)
+    print(comparison_table(before, after, tuned_label=loaded.label if cfg is not None else "model"))
+    out_path = Path(out) if out is not None else (Path(target) / "eval.json" if is_run else None)
+    if out_path is not None:
+        write_eval_json(out_path, payload)
+        print(f"wrote {out_path}")
+    return payload

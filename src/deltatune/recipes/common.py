@@ -1,0 +1,79 @@
+"""Setup and wrap-up steps shared by the `sft` and `pt` recipes (the loop is training/loop.py).
+
+Each recipe reads top to bottom as: seed -> load model -> load data (before anything is
+written) -> run dir -> [measure base] -> apply method -> train -> save adapter -> evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deltatune.models.loader import resolve_model_path
+from deltatune.training.checkpoint import latest_checkpoint
+from deltatune.training.progress import say
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_threads(train_cfg) -> None:
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+
+
+def describe_dataset(name: str, dataset) -> None:
+    stats = getattr(dataset, "stats", {}) or {}
+    extra = ", ".join(f"{k} {stats[k]}" for k in ("truncated", "dropped") if stats.get(k))
+    say(f"{name}: {len(dataset)} examples" + (f" ({extra})" if extra else ""))
+
+
+def resume_point(run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to continue from, or None (fresh start; said out loud on --resume)."""
+    if not resume:
+        return None
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        say(f"--resume: no checkpoint in {run_dir}/checkpoints, starting from step 0")
+    return ckpt
+
+
+def print_parameter_counts(model) -> tuple[int, int]:
+    from deltatune.methods.core import count_parameters
+
+    trainable, total = count_parameters(model)
+    say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.3f}%)")
+    return trainable, total
+
+
+def base_model_path(cfg) -> str:
+    return resolve_model_path(cfg.model.name)
+
+
+def read_before(run_dir: Path) -> dict | None:
+    """Base-model numbers measured by an earlier (interrupted) start of this run."""
+    path = Path(run_dir) / "eval.json"
+    if path.is_file():
+        return json.loads(path.read_text()).get("before")
+    return None
+
+
+def finish_report(run_dir: Path, before: dict | None, after: dict, extra: dict) -> None:
+    """Write eval.json and loss.png, print the before/after table and the run dir."""
+    from deltatune.eval import report
+
+    report.write_eval_json(run_dir / "eval.json", {"before": before, "after": after, **extra})
+    try:
+        report.plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    except Exception as err:  # a plot must never fail a finished run
+        say(f"(loss plot skipped: {err})")
+    if after or before:
+        print(report.comparison_table(before, after))
+    print(f"run dir: {run_dir}")

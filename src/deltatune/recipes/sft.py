@@ -1,0 +1,76 @@
+"""Supervised fine-tuning (instruction tuning) of a causal LM, with any method in the registry.
+
+    deltatune train configs/smollm2/sft_lora.yaml [train.lr=1e-4 ...] [--resume]
+    python -c "from deltatune.config import load_config; from deltatune.recipes import sft; \
+               sft.run(load_config('configs/smollm2/sft_lora.yaml'))"
+
+Reads top to bottom: seed -> load the model -> load and tokenise the data (a bad file fails
+here, before anything is written) -> run dir -> measure the base model -> apply the method
+(LoRA / full / freeze ...) -> the training loop (`deltatune.training.loop.train`: grad
+accumulation, clipping, schedule, validation, early stopping, NaN guard, atomic checkpoints,
+exact resume) -> save the adapter -> evaluate the tuned model -> eval.json, loss.png, table.
+The loss is computed on response tokens only, and the vocabulary projection only runs there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deltatune.data import build_sft_dataset, load_records
+from deltatune.errors import DeltatuneError
+from deltatune.eval.report import write_eval_json
+from deltatune.methods.core import apply_method, save_adapter
+from deltatune.models.loader import load_causal_lm
+from deltatune.recipes import common
+from deltatune.training.loop import train
+from deltatune.training.progress import say
+from deltatune.training.rundir import prepare_run_dir
+
+
+def load_datasets(cfg, tokenizer):
+    """(train, val or None) tokenised datasets; every data error surfaces here."""
+    train_set = build_sft_dataset(load_records(cfg.data.train), tokenizer, cfg.data)
+    if len(train_set) == 0:
+        raise DeltatuneError(f"data.train {cfg.data.train}: no usable examples after tokenisation")
+    val_set = build_sft_dataset(load_records(cfg.data.val), tokenizer, cfg.data) if cfg.data.val else None
+    # test / probe are loaded by the evaluator; read them now so a typo fails before training
+    for spec in (cfg.data.test, cfg.data.probe):
+        if spec:
+            load_records(spec)
+    return train_set, val_set
+
+
+def evaluate_model(model, tokenizer, cfg) -> dict:
+    """{split: {metric: value}} from the eval runner (val loss, test accuracy, probe)."""
+    from deltatune.eval.runner import evaluate
+
+    return evaluate(model, tokenizer, cfg.data, cfg.eval)
+
+
+def run(cfg, resume: bool = False) -> Path:
+    """Fine-tune `cfg.model` on `cfg.data` as `cfg.method` says; returns the run dir."""
+    common.seed_everything(cfg.train.seed)
+    common.setup_threads(cfg.train)
+    model, tokenizer = load_causal_lm(cfg.model)
+    train_set, val_set = load_datasets(cfg, tokenizer)
+    common.describe_dataset("train", train_set)
+
+    run_dir = prepare_run_dir(cfg, resume)
+    resume_from = common.resume_point(run_dir, resume)
+    before = common.read_before(run_dir) if resume_from else None
+    if cfg.eval.before_after and before is None:
+        say("measuring the base model ...")
+        before = evaluate_model(model, tokenizer, cfg)
+        write_eval_json(run_dir / "eval.json", {"before": before})  # kept across --resume
+    common.seed_everything(cfg.train.seed)  # same method init whether or not we measured
+
+    apply_method(model, cfg.method)
+    common.print_parameter_counts(model)
+    result = train(model, train_set, val_set, cfg, run_dir, tokenizer.pad_token_id, resume_from, desc="sft")
+
+    save_adapter(model, cfg.method, run_dir / "adapter", common.base_model_path(cfg))
+    say("evaluating the tuned model ...")
+    after = evaluate_model(model, tokenizer, cfg)
+    extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss}
+    common.finish_report(run_dir, before, after, extra)
+    return run_dir

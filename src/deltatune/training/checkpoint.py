@@ -1,0 +1,149 @@
+"""Resumable training state, written atomically: a checkpoint is complete or it does not exist.
+
+    save_checkpoint(run_dir, TrainState(step=30, ...), model, optimizer, scheduler, keep=2)
+    path = latest_checkpoint(run_dir)          # RUN_DIR/checkpoints/step-30, or None
+    state = load_checkpoint(path, model, optimizer, scheduler)   # restores RNG too
+
+Layout of `RUN_DIR/checkpoints/step-N/`:
+    trainable.safetensors   parameters with requires_grad (the only weights that change)
+    optimizer.pt            AdamW state;  scheduler.pt  LambdaLR state
+    rng.pt                  torch CPU (+ CUDA) generator states
+    state.json              step, data position (epoch, batch_index), best val loss,
+                            early-stop counter, python and numpy RNG states
+
+Atomicity: everything is written into `checkpoints/.tmp-step-N/` and then renamed to
+`step-N` (a rename is atomic on POSIX). A crash mid-save leaves only a `.tmp-*` folder,
+which `latest_checkpoint` ignores and the next save removes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from deltatune.errors import DeltatuneError
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Loop bookkeeping that a resume needs besides weights and optimiser."""
+
+    step: int = 0  # optimiser steps completed
+    epoch: int = 0  # data position of the next micro-batch: epoch ...
+    batch_index: int = 0  # ... and index into that epoch's batch order
+    best_val_loss: float | None = None
+    bad_evals: int = 0  # consecutive validations without improvement (early stopping)
+
+
+def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> tuple[dict, dict]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state_all()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    plain = {
+        "python": _to_lists(random.getstate()),
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+    }
+    return tensors, plain
+
+
+def _to_lists(obj):
+    return [_to_lists(x) for x in obj] if isinstance(obj, (tuple, list)) else obj
+
+
+def _to_tuples(obj):
+    return tuple(_to_tuples(x) for x in obj) if isinstance(obj, list) else obj
+
+
+def save_checkpoint(run_dir, state: TrainState, model, optimizer, scheduler, keep: int = 2) -> Path:
+    """Write `checkpoints/step-N` atomically, then prune to the newest `keep` checkpoints."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{state.step}"
+    if final.exists():  # same step already saved (e.g. periodic save == final save)
+        return final
+    for stale in root.glob(".tmp-*"):  # leftovers of a crashed save
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".tmp-step-{state.step}"
+    tmp.mkdir()
+    tensors, plain = _rng_state()
+    save_file(trainable_tensors(model), str(tmp / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(tensors, tmp / "rng.pt")
+    payload = {**dataclasses.asdict(state), "rng": plain}
+    (tmp / "state.json").write_text(json.dumps(payload))
+    _fsync_dir(tmp)
+    os.replace(tmp, final)  # the commit point
+    _fsync_dir(root)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    for file in path.iterdir() if path.is_dir() else []:
+        if file.is_file():
+            with open(file, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng: bool = True) -> TrainState:
+    """Load trainable weights (+ optimiser, scheduler, RNG) from `path`; returns its TrainState."""
+    path = Path(path)
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != set(params):
+        missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
+        raise DeltatuneError(
+            f"checkpoint {path} does not match the model's trainable parameters "
+            f"(missing {missing[:3]}, unexpected {extra[:3]}): was the method config changed? "
+            f"Resume with the config the run was started with."
+        )
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if scheduler is not None:
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    payload = json.loads((path / "state.json").read_text())
+    rng = payload.pop("rng")
+    if restore_rng:
+        tensors = torch.load(path / "rng.pt", weights_only=True)
+        torch.set_rng_state(tensors["torch"])
+        if "cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(tensors["cuda"])
+        random.setstate(_to_tuples(rng["python"]))
+        kind, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    return TrainState(**payload)

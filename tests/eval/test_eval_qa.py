@@ -1,0 +1,91 @@
+"""qa_accuracy: hand-counted scores with a scripted generator, and end to end on the tiny model."""
+
+import pytest
+import torch
+
+import deltatune.eval.qa as qa
+from deltatune.errors import DeltatuneError
+from deltatune.generation import Completion
+
+RECORDS = [
+    {"instruction": "Who founded Acme?", "answer": "Maria Lopez", "output": "Acme was founded by Maria Lopez."},
+    {"instruction": "Where is Acme based?", "answer": "Oslo"},
+    {"instruction": "What does the basic plan cost?", "output": "$1,200"},
+    {"instruction": "When did Acme open?", "input": "Give the year.", "answer": "2012"},
+]
+# what the scripted "model" says for each question (keyed by the question text)
+SCRIPT = {
+    "Who founded Acme?": "Maria Lopez.",  # exact (after normalising) and contained
+    "Where is Acme based?": "It is based in Oslo, Norway.",  # contained only
+    "What does the basic plan cost?": "1200",  # exact: "$1,200" normalises to "1200"
+    "When did Acme open?\n\nGive the year.": "In 12 AD",  # neither ("12" is not "2012")
+}
+
+
+def test_hand_counted_scores_with_scripted_generation(tiny, monkeypatch):
+    _, tokenizer = tiny
+    calls = []
+
+    def scripted(model, tok, prompts, params, on_token=None):
+        calls.append(len(prompts))
+        texts = [tok.decode(p) for p in prompts]
+        out = []
+        for text in texts:
+            question = next(q for q in SCRIPT if q in text)
+            out.append(Completion(SCRIPT[question], [], "stop", len(text), 1))
+        return out
+
+    monkeypatch.setattr(qa, "generate", scripted)
+    got = qa.qa_accuracy(None, tokenizer, RECORDS, system_prompt="Be brief.", max_new_tokens=8, batch_size=3)
+    assert got["n"] == 4
+    assert got["exact_match"] == pytest.approx(2 / 4)
+    assert got["contains"] == pytest.approx(3 / 4)
+    assert calls == [3, 1]  # batched
+    assert got["examples"][1] == {
+        "question": "Where is Acme based?",
+        "answer": "Oslo",
+        "prediction": "It is based in Oslo, Norway.",
+        "contains": True,
+    }
+
+
+class ForcedLM(torch.nn.Module):
+    """The tiny Llama (real forward, real KV cache) with its logits forced to spell `text`
+    and then EOS: a model whose answers are known, driven through the real decoding loop."""
+
+    def __init__(self, model, tokenizer, text):
+        super().__init__()
+        self.inner = model
+        self.script = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+        self.prefill_width = 0
+
+    def forward(self, input_ids, attention_mask, position_ids, cache=None, use_cache=True, logits_to_keep=0):
+        if cache is None:
+            self.prefill_width = input_ids.shape[1]
+        out = self.inner(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            cache=cache, use_cache=use_cache, logits_to_keep=logits_to_keep,
+        )
+        step = attention_mask.shape[1] - self.prefill_width  # tokens generated so far
+        out.logits[:, -1, self.script[min(step, len(self.script) - 1)]] += 1000.0
+        return out
+
+
+def test_end_to_end_with_a_forced_tiny_model(tiny):
+    model, tokenizer = tiny
+    forced = ForcedLM(model, tokenizer, " Paris is nice")
+    records = [
+        {"instruction": "Which city?", "answer": "paris is nice!"},  # exact + contains
+        {"instruction": "And the capital of France, please, in one word?", "answer": "Paris"},  # contains
+        {"instruction": "Where is the Louvre?", "answer": "Lyon"},  # neither
+    ]
+    got = qa.qa_accuracy(forced, tokenizer, records, max_new_tokens=10, batch_size=2)
+    assert [e["prediction"] for e in got["examples"]] == ["Paris is nice"] * 3
+    assert got["exact_match"] == pytest.approx(1 / 3)
+    assert got["contains"] == pytest.approx(2 / 3)
+
+
+def test_record_without_reference_is_an_error(tiny):
+    _, tokenizer = tiny
+    with pytest.raises(DeltatuneError, match="neither `answer` nor `output`"):
+        qa.qa_accuracy(None, tokenizer, [{"instruction": "Q?", "_origin": "f.jsonl:3"}])
