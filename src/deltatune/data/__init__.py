@@ -1,1 +1,42 @@
-"""deltatune.data."""
+"""deltatune.data: records in, token ids + loss masks + batches out.
+
+    from deltatune.data import load_records, build_sft_dataset, BucketedBatches, collate
+    records = load_records("builtin:orgfacts/train")          # or a .jsonl/.json/.csv path
+    dataset = build_sft_dataset(records, tokenizer, cfg.data)  # labels -100 on prompt tokens
+    for indices in BucketedBatches(dataset, 8, seed=0).batches(epoch):
+        batch = collate([dataset[i] for i in indices], tokenizer.pad_token_id)
+
+Modules: sources (files, builtin:), formats (alpaca / messages / text), tokenize (chat
+template + masking + truncation), batching (length buckets, collate), orgfacts (+ its fact
+tables) for the generated built-in data, check (the `data check` report), cli.
+Names are imported lazily so `deltatune --help` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "load_records": "sources",
+    "detect_format": "formats",
+    "to_conversation": "formats",
+    "Conversation": "formats",
+    "TokenizedDataset": "tokenize",
+    "build_sft_dataset": "tokenize",
+    "build_text_dataset": "tokenize",
+    "render_chat": "tokenize",
+    "encode_conversation": "tokenize",
+    "BucketedBatches": "batching",
+    "collate": "batching",
+    "qa_prompt_messages": "orgfacts",
+    "write_builtin": "orgfacts",
+    "check_data": "check",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'deltatune.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"deltatune.data.{_EXPORTS[name]}"), name)
