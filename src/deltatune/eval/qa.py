@@ -18,7 +18,6 @@ from deltatune.errors import DeltatuneError
 from deltatune.eval.text_metrics import answer_contained, exact_match
 from deltatune.generation import SamplingParams, chat_prompt_ids, generate
 
-N_EXAMPLES = 5  # predictions kept in the result, for eyeballing in eval.json
 
 
 def prompt_messages(record: dict, system_prompt: str | None) -> list[dict]:
@@ -77,9 +76,10 @@ def qa_accuracy(
 
     exact = [exact_match(p, a) for p, a in zip(predictions, answers)]
     contains = [answer_contained(p, a) for p, a in zip(predictions, answers)]
+    # every prediction is kept: eval.json is where a user looks up which questions failed
     examples = [
         {"question": prompt_messages(r, None)[-1]["content"], "answer": a, "prediction": p, "contains": c}
-        for r, a, p, c in list(zip(records, answers, predictions, contains))[:N_EXAMPLES]
+        for r, a, p, c in zip(records, answers, predictions, contains)
     ]
     n = len(records)
     return {"exact_match": sum(exact) / n, "contains": sum(contains) / n, "n": n, "examples": examples}
