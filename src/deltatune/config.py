@@ -42,6 +42,11 @@ class DataConfig(Section):
     train_on_prompt: bool = False
     system_prompt: str | None = None  # None: the chat template's own default
     pack: bool = False  # text format: concatenate and cut into max_length blocks
+    # Self-distillation replay against forgetting: prompts (file or builtin:general/prompts)
+    # that the base model answers before training; its answers are mixed into `train`.
+    replay: str | None = None
+    replay_max_new_tokens: int = Field(128, ge=1)
+    replay_repeat: int = Field(1, ge=1)  # each replay example appears this often per epoch
 
 
 class TrainConfig(Section):

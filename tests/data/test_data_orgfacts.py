@@ -9,7 +9,8 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 
-from deltatune.data.orgfacts import GENERAL_PROBE, build_splits, qa_prompt_messages, write_builtin
+from deltatune.data.orgfacts import GENERAL_PROBE, build_splits, qa_prompt_messages
+from deltatune.data.sources import write_builtin
 from deltatune.data.orgfacts_facts import all_facts
 from deltatune.data.sources import load_records, public_fields
 from deltatune.eval.text_metrics import answer_contained

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from deltatune.errors import DeltatuneError
-from deltatune.eval.perplexity import collate_right, loss_and_perplexity
+from deltatune.data import collate
+from deltatune.eval.perplexity import loss_and_perplexity
 
 
 def make_examples(tokenizer):
@@ -47,7 +48,7 @@ def test_matches_hand_computation_for_any_batch_size(tiny, batch_size):
 def test_accepts_ready_batches(tiny):
     model, tokenizer = tiny
     examples = make_examples(tokenizer)
-    batches = [collate_right(examples[:2], tokenizer.pad_token_id), collate_right(examples[2:], tokenizer.pad_token_id)]
+    batches = [collate(examples[:2], tokenizer.pad_token_id), collate(examples[2:], tokenizer.pad_token_id)]
     loss, count = by_hand(model, examples)
     got = loss_and_perplexity(model, tokenizer, batches)
     assert got["tokens"] == count and got["loss"] == pytest.approx(loss, abs=1e-5)

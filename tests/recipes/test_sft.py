@@ -187,3 +187,29 @@ def test_before_after_eval_report(make_cfg, alpaca_file, capsys):
     assert report["after"]["val"]["loss"] > 0 and report["steps"] == 2
     out = capsys.readouterr().out
     assert "test/contains" in out and "val/loss" in out and "run dir:" in out
+
+
+def test_replay_examples_join_the_training_set(make_cfg, monkeypatch):
+    """data.replay: the base model's answers (here stubbed: the real generator has a slow test
+    of its own) become masked SFT examples next to the user's data, before the method exists."""
+    from deltatune.data import build_sft_dataset, load_records
+    from deltatune.models.loader import load_causal_lm
+    from deltatune.recipes import sft
+
+    seen = {}
+
+    def fake_replay(model, tokenizer, spec, system_prompt, max_new_tokens, batch_size):
+        seen["base_has_no_method"] = not any(p.requires_grad is False for p in model.parameters())
+        return [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+                for i in range(5)]
+
+    monkeypatch.setattr(sft, "self_replay_records", fake_replay)
+    cfg = make_cfg(data={"replay": "builtin:general/prompts"})
+    model, tokenizer = load_causal_lm(cfg.model)
+    train_set, _ = sft.load_datasets(cfg, tokenizer, model)
+    plain = build_sft_dataset(load_records(cfg.data.train), tokenizer, cfg.data)
+    assert len(train_set) == len(plain) + 5 and train_set.stats["replay"] == 5
+    assert seen["base_has_no_method"]
+    replayed = train_set.examples[-1]
+    trained = tokenizer.decode([t for t, l in zip(replayed["input_ids"], replayed["labels"]) if l != -100])
+    assert trained.startswith("a4")  # only the answer is trained, the prompt is masked

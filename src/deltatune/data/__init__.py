@@ -29,7 +29,7 @@ _EXPORTS = {
     "BucketedBatches": "batching",
     "collate": "batching",
     "qa_prompt_messages": "orgfacts",
-    "write_builtin": "orgfacts",
+    "write_builtin": "sources",
     "check_data": "check",
 }
 

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def cmd_make(args: argparse.Namespace) -> int:
-    from deltatune.data.orgfacts import write_builtin
+    from deltatune.data.sources import write_builtin
 
     for path in write_builtin(args.name, args.out):
         lines = sum(1 for _ in path.open(encoding="utf-8"))

@@ -16,16 +16,11 @@ every run and machine (no dependence on hash randomisation or dict order).
 
 from __future__ import annotations
 
-import json
-import os
 import random
-from pathlib import Path
 
 from deltatune.data.formats import alpaca_user_text
 from deltatune.data.orgfacts_facts import ORG, TEMPLATES, all_facts
-from deltatune.errors import DeltatuneError
 
-BUILTIN_NAMES = {"orgfacts"}
 SPLITS = ("train", "val", "test", "general")
 SEED = 1987
 VAL_SHARE = 3  # one fact in VAL_SHARE gets a val paraphrase
@@ -139,23 +134,6 @@ def build_splits(seed: int = SEED) -> dict[str, list[dict]]:
         for i, (q, a) in enumerate(GENERAL_PROBE)
     ]
     return splits
-
-
-def write_builtin(name: str, out_dir: str | Path) -> list[Path]:
-    """Write every split of a built-in dataset as OUT_DIR/SPLIT.jsonl; returns the paths."""
-    if name not in BUILTIN_NAMES:
-        raise DeltatuneError(f"unknown built-in dataset {name!r}; known: {sorted(BUILTIN_NAMES)}")
-    splits = build_splits()  # everything is generated before anything is written
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for split, records in splits.items():
-        path = out / f"{split}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
-        paths.append(path)
-    return paths
 
 
 def qa_prompt_messages(record: dict, system_prompt: str | None = None) -> list[dict]:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 from deltatune.errors import DeltatuneError
 
 ORIGIN = "_origin"  # private key: where a record came from, for error messages
 BUILTIN_PREFIX = "builtin:"
+BUILTINS = ("orgfacts", "general")  # see _builtin_splits
 
 
 def origin(record: dict) -> str:
@@ -115,13 +117,36 @@ def _as_record(row: object, where: str) -> dict:
     return record
 
 
-def _load_builtin(spec: str) -> list[dict]:
-    from deltatune.data import orgfacts
+def _builtin_splits(name: str) -> dict[str, list[dict]] | None:
+    """The built-in datasets, one explicit table: name -> {split: records}."""
+    from deltatune.data import general_prompts, orgfacts
 
+    builders = {"orgfacts": orgfacts.build_splits, "general": general_prompts.build_splits}
+    return builders[name]() if name in builders else None
+
+
+def _load_builtin(spec: str) -> list[dict]:
     name, _, split = spec[len(BUILTIN_PREFIX) :].partition("/")
-    if name not in orgfacts.BUILTIN_NAMES:
-        raise DeltatuneError(f"{spec}: unknown built-in dataset {name!r}; known: {sorted(orgfacts.BUILTIN_NAMES)}")
-    splits = orgfacts.build_splits()
+    splits = _builtin_splits(name)
+    if splits is None:
+        raise DeltatuneError(f"{spec}: unknown built-in dataset {name!r}; known: {sorted(BUILTINS)}")
     if split not in splits:
         raise DeltatuneError(f"{spec}: unknown split {split!r}; use one of {sorted(splits)}")
     return [dict(r, **{ORIGIN: f"{spec}#{i}"}) for i, r in enumerate(splits[split])]
+
+
+def write_builtin(name: str, out_dir: str | Path) -> list[Path]:
+    """Write every split of a built-in dataset as OUT_DIR/SPLIT.jsonl; returns the paths."""
+    splits = _builtin_splits(name)  # everything is generated before anything is written
+    if splits is None:
+        raise DeltatuneError(f"unknown built-in dataset {name!r}; known: {sorted(BUILTINS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for split, records in splits.items():
+        path = out / f"{split}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        paths.append(path)
+    return paths

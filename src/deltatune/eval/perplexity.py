@@ -7,8 +7,7 @@
 weighted, not a mean of batch means), so it does not depend on the batch size;
 `perplexity = exp(loss)`. Labels follow the HF convention: aligned with `input_ids`, -100 where
 no loss is taken; position t's logits predict label t+1. Only positions whose next token
-carries a label go through the vocabulary projection (`logits_to_keep`), which keeps memory
-at batch x kept-positions x vocab instead of batch x length x vocab.
+carries a label go through the vocabulary projection (`deltatune.losses.lm`).
 """
 
 from __future__ import annotations
@@ -17,26 +16,11 @@ import math
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from deltatune.data import collate
 from deltatune.errors import DeltatuneError
-
-IGNORE = -100
-
-
-def collate_right(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad examples ({"input_ids", "labels"} lists) into LongTensors of shape (B, T)."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, ex in enumerate(examples):
-        n = len(ex["input_ids"])
-        ids[row, :n] = torch.tensor(ex["input_ids"], dtype=torch.long)
-        labels[row, :n] = torch.tensor(ex["labels"], dtype=torch.long)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+from deltatune.losses.lm import model_lm_loss
 
 
 def _batches(dataset_or_batches, pad_id: int, batch_size: int) -> tuple[list, int]:
@@ -51,7 +35,7 @@ def _batches(dataset_or_batches, pad_id: int, batch_size: int) -> tuple[list, in
         return batches, sum(int(b["input_ids"].shape[0]) for b in batches)
     # similar lengths together: less padding, same result (the loss is token-weighted)
     ordered = sorted(examples, key=lambda e: len(e["input_ids"]))
-    batches = [collate_right(ordered[i : i + batch_size], pad_id) for i in range(0, len(ordered), batch_size)]
+    batches = [collate(ordered[i : i + batch_size], pad_id) for i in range(0, len(ordered), batch_size)]
     return batches, len(ordered)
 
 
@@ -85,17 +69,5 @@ def loss_and_perplexity(
 
 def _batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
     """(summed cross-entropy, labelled-token count) of one right-padded batch."""
-    targets = batch["labels"][:, 1:]  # (B, T-1): position t predicts label t+1
-    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)  # (K,) columns with any label
-    if keep.numel() == 0:
-        return 0.0, 0
-    logits = model(
-        input_ids=batch["input_ids"],  # (B, T)
-        attention_mask=batch["attention_mask"],  # (B, T)
-        logits_to_keep=keep,
-    ).logits  # (B, K, V)
-    kept_targets = targets[:, keep]  # (B, K)
-    loss_sum = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), kept_targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
-    )
-    return float(loss_sum), int((kept_targets != IGNORE).sum())
+    mean_loss, tokens = model_lm_loss(model, batch)  # head runs on labelled positions only
+    return float(mean_loss) * tokens, tokens

@@ -31,7 +31,7 @@ def setup_threads(train_cfg) -> None:
 
 def describe_dataset(name: str, dataset) -> None:
     stats = getattr(dataset, "stats", {}) or {}
-    extra = ", ".join(f"{k} {stats[k]}" for k in ("truncated", "dropped") if stats.get(k))
+    extra = ", ".join(f"{k} {stats[k]}" for k in ("truncated", "dropped", "replay") if stats.get(k))
     say(f"{name}: {len(dataset)} examples" + (f" ({extra})" if extra else ""))
 
 

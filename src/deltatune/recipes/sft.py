@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deltatune.data import build_sft_dataset, load_records
+from deltatune.data import TokenizedDataset, build_sft_dataset, load_records
+from deltatune.data.replay import self_replay_records
 from deltatune.errors import DeltatuneError
 from deltatune.eval.report import write_eval_json
 from deltatune.methods.core import apply_method, save_adapter
@@ -27,11 +28,21 @@ from deltatune.training.progress import say
 from deltatune.training.rundir import prepare_run_dir
 
 
-def load_datasets(cfg, tokenizer):
-    """(train, val or None) tokenised datasets; every data error surfaces here."""
+def load_datasets(cfg, tokenizer, base_model=None):
+    """(train, val or None) tokenised datasets; every data error surfaces here.
+
+    With `data.replay`, `base_model` (before any method is applied) first answers the replay
+    prompts and those examples join the training set (see deltatune.data.replay).
+    """
     train_set = build_sft_dataset(load_records(cfg.data.train), tokenizer, cfg.data)
     if len(train_set) == 0:
         raise DeltatuneError(f"data.train {cfg.data.train}: no usable examples after tokenisation")
+    if cfg.data.replay:
+        replay = self_replay_records(base_model, tokenizer, cfg.data.replay, cfg.data.system_prompt,
+                                     cfg.data.replay_max_new_tokens, cfg.eval.batch_size)
+        replay_set = build_sft_dataset(replay, tokenizer, cfg.data.model_copy(update={"format": "messages"}))
+        repeated = replay_set.examples * cfg.data.replay_repeat
+        train_set = TokenizedDataset(train_set.examples + repeated, dict(train_set.stats, replay=len(repeated)))
     val_set = build_sft_dataset(load_records(cfg.data.val), tokenizer, cfg.data) if cfg.data.val else None
     # test / probe are loaded by the evaluator; read them now so a typo fails before training
     for spec in (cfg.data.test, cfg.data.probe):
@@ -52,7 +63,7 @@ def run(cfg, resume: bool = False) -> Path:
     common.seed_everything(cfg.train.seed)
     common.setup_threads(cfg.train)
     model, tokenizer = load_causal_lm(cfg.model)
-    train_set, val_set = load_datasets(cfg, tokenizer)
+    train_set, val_set = load_datasets(cfg, tokenizer, model)
     common.describe_dataset("train", train_set)
 
     run_dir = prepare_run_dir(cfg, resume)

@@ -1,0 +1,103 @@
+"""Self-distillation replay: mix the base model's own answers to general prompts into training.
+
+    records = self_replay_records(model, tokenizer, "builtin:general/prompts", system_prompt=None)
+
+Why: tuning on one narrow domain makes a small model forget (measured on the default recipe:
+the general probe fell 28 points without replay). Mixing general data back in is the usual
+remedy; what we can always get offline is the base model's own behaviour. Before the method
+is applied, the base model answers each prompt (greedy); the answers become ordinary SFT
+examples, so training keeps the model close to what it already said outside the new domain
+(self-distillation, cf. Yang et al. 2024, "Self-Distillation Bridges Distribution Gap in
+Language Model Fine-Tuning"). Answers cut off by `max_new_tokens` are dropped: training on
+them would teach the model to stop mid-sentence.
+
+Generating costs about a minute on 2 CPU cores for 145 prompts, so results are cached under
+$DELTATUNE_HOME/replay/, keyed by the prompts, the settings and a fingerprint of the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from deltatune.data.formats import alpaca_user_text, resolve_format, to_conversation
+from deltatune.data.sources import load_records
+from deltatune.errors import DeltatuneError
+
+
+def self_replay_records(model, tokenizer, spec: str, system_prompt: str | None = None,
+                        max_new_tokens: int = 128, batch_size: int = 32) -> list[dict]:
+    """`messages` records: each prompt of `spec` with the base model's own greedy answer."""
+    prompts = [_user_text(r) for r in load_records(spec)]
+    key = _cache_key(model, prompts, system_prompt, max_new_tokens)
+    cache = _cache_dir() / f"{key}.jsonl"
+    if cache.is_file():
+        records = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
+    else:
+        tqdm.write(f"self-distillation replay: the base model answers {len(prompts)} prompts from {spec} (cached after this)")
+        records = _generate(model, tokenizer, prompts, system_prompt, max_new_tokens, batch_size)
+        _write_atomic(cache, records)
+    if not records:
+        raise DeltatuneError(f"data.replay {spec}: the base model finished no answer within "
+                             f"{max_new_tokens} tokens; raise data.replay_max_new_tokens")
+    return [dict(r, _origin=f"replay:{spec}#{i}") for i, r in enumerate(records)]
+
+
+def _user_text(record: dict) -> str:
+    """A prompt record in any chat format -> its first user turn's text."""
+    if "instruction" in record:
+        return alpaca_user_text(record)
+    conv = to_conversation(record, resolve_format([record], "auto"))
+    return next(m["content"] for m in conv if m["role"] == "user")
+
+
+def _generate(model, tokenizer, prompts, system_prompt, max_new_tokens, batch_size) -> list[dict]:
+    from deltatune.generation import SamplingParams, chat_prompt_ids, generate
+
+    def conversation(prompt: str) -> list[dict]:
+        head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        return head + [{"role": "user", "content": prompt}]
+
+    ids = [chat_prompt_ids(tokenizer, conversation(p)) for p in prompts]
+    params = SamplingParams(max_new_tokens=max_new_tokens)
+    records = []
+    for start in range(0, len(prompts), batch_size):
+        done = generate(model, tokenizer, ids[start : start + batch_size], params)
+        for prompt, completion in zip(prompts[start : start + batch_size], done):
+            if completion.finish_reason == "stop" and completion.text.strip():
+                records.append({"messages": conversation(prompt) + [{"role": "assistant", "content": completion.text.strip()}]})
+    return records
+
+
+def _cache_key(model, prompts, system_prompt, max_new_tokens) -> str:
+    """Same prompts + settings + weights -> same key. The weights are fingerprinted by a few
+    rows of the embedding matrix and the last layer's parameters' sums (cheap, and changes
+    whenever a model is swapped or retrained)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([prompts, system_prompt, max_new_tokens]).encode())
+    with torch.no_grad():
+        params = list(model.parameters())
+        fingerprint = [params[0].flatten()[:4096].double().sum().item()] + [p.double().sum().item() for p in params[-4:]]
+    digest.update(json.dumps([getattr(model.config, "_name_or_path", ""), fingerprint]).encode())
+    return digest.hexdigest()[:24]
+
+
+def _cache_dir() -> Path:
+    from deltatune.models.embedded import deltatune_home
+
+    return deltatune_home() / "replay"
+
+
+def _write_atomic(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        for r in records:
+            fh.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)

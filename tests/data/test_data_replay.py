@@ -1,0 +1,82 @@
+"""Self-distillation replay: the base model's own answers, cached, mixed into training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from deltatune.data import replay
+from deltatune.data.general_prompts import GENERAL_PROMPTS
+from deltatune.data.orgfacts import GENERAL_PROBE
+from deltatune.data.replay import self_replay_records
+from deltatune.data.sources import load_records
+from deltatune.errors import DeltatuneError
+from deltatune.eval.text_metrics import normalise
+
+PROBE_TEMPLATES = ("what is the capital of", "what is the opposite of", "what is the currency of",
+                   "what language", "in which city is", "in which country is")
+
+
+def test_replay_prompts_stay_clear_of_the_forgetting_probe():
+    """The probe must measure transfer, not rehearsal: no probe question or template replayed."""
+    probe = {normalise(q) for q, _ in GENERAL_PROBE}
+    assert len(GENERAL_PROMPTS) >= 100
+    for prompt in GENERAL_PROMPTS:
+        assert normalise(prompt) not in probe, prompt
+        assert not normalise(prompt).startswith(PROBE_TEMPLATES), prompt
+    records = load_records("builtin:general/prompts")
+    assert [r["instruction"] for r in records] == GENERAL_PROMPTS
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(smollm2_dir).eval(), AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.mark.slow
+def test_replay_answers_are_the_base_models_own_and_cached(smollm2, tmp_path, monkeypatch):
+    from deltatune.generation import SamplingParams, chat_prompt_ids, generate
+
+    monkeypatch.setenv("DELTATUNE_HOME", str(tmp_path / "home"))
+    model, tokenizer = smollm2
+    prompts = tmp_path / "prompts.jsonl"
+    questions = ["How many sides does a square have?", "Tell me a short joke.", "What is frozen water called?"]
+    prompts.write_text("".join(json.dumps({"instruction": q}) + "\n" for q in questions))
+
+    records = self_replay_records(model, tokenizer, str(prompts), max_new_tokens=48)
+    assert 1 <= len(records) <= len(questions)
+    for record in records:
+        user, answer = record["messages"][0]["content"], record["messages"][-1]["content"]
+        ids = chat_prompt_ids(tokenizer, [{"role": "user", "content": user}])
+        direct = generate(model, tokenizer, [ids], SamplingParams(max_new_tokens=48))[0]
+        assert direct.finish_reason == "stop" and answer == direct.text.strip()
+    assert len(list((tmp_path / "home" / "replay").glob("*.jsonl"))) == 1
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a cached replay must not be generated again")
+
+    monkeypatch.setattr(replay, "_generate", must_not_run)
+    assert [r["messages"] for r in self_replay_records(model, tokenizer, str(prompts), max_new_tokens=48)] == \
+        [r["messages"] for r in records]
+    with torch.no_grad():  # other weights -> other key -> generated again
+        model.model.layers[-1].mlp.down_proj.weight.mul_(1.01)
+    try:
+        with pytest.raises(AssertionError, match="must not be generated again"):
+            self_replay_records(model, tokenizer, str(prompts), max_new_tokens=48)
+    finally:
+        with torch.no_grad():
+            model.model.layers[-1].mlp.down_proj.weight.div_(1.01)
+
+
+@pytest.mark.slow
+def test_replay_that_never_finishes_is_an_error(smollm2, tmp_path, monkeypatch):
+    monkeypatch.setenv("DELTATUNE_HOME", str(tmp_path / "home"))
+    model, tokenizer = smollm2
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"instruction": "Explain how a rainbow forms."}) + "\n")
+    with pytest.raises(DeltatuneError, match="replay_max_new_tokens"):
+        self_replay_records(model, tokenizer, str(prompts), max_new_tokens=2)
