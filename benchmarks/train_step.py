@@ -10,7 +10,8 @@ step by step so machine noise hits both alike:
   every position, then the loss);
 - deltatune: `apply_method` + `model_lm_loss` (the vocabulary projection runs only where a
   label exists).
-Reports median step time, tokens/s and the ratio, plus peak RSS growth of one step of each
+Reports median step time, tokens/s and the ratio, plus the peak RSS growth of one step of each
+(activations + gradients, on the longest batch; Linux /proc)
 (measured in separate subprocesses so one side's allocations do not hide the other's), and
 writes benchmarks/results/train_step.json. Time nothing else on the machine meanwhile.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -86,9 +86,19 @@ def memory_probe(side: str, batch_size: int) -> None:
     tokenizer = AutoTokenizer.from_pretrained(embedded_path("smollm2-135m"))
     batch = max(batches(tokenizer, batch_size, 200), key=lambda b: b["input_ids"].numel())
     model, optimizer = build(side)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step(side, model, optimizer, batch)  # optimiser state now exists, as in a running job
+    before = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak (VmHWM) to now
     step(side, model, optimizer, batch)
-    print(json.dumps({"peak_rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+    print(json.dumps({"peak_rss_growth_mib": round((_status_kib("VmHWM") - before) / 1024, 1)}))
+
+
+def _status_kib(field: str) -> int:
+    """A memory figure (KiB) from /proc/self/status: VmRSS now, VmHWM the peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
 
 
 def main() -> None:
