@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# each demo gets its own run dir, so `make demo` can be run again
 demo: setup
-	$(BIN)/deltatune train configs/smollm2/sft_lora.yaml
+	$(BIN)/deltatune train configs/smollm2/sft_lora.yaml output.dir=runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: setup
 	$(BIN)/python -m pytest -q
