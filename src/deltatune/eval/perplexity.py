@@ -39,7 +39,6 @@ def _batches(dataset_or_batches, pad_id: int, batch_size: int) -> tuple[list, in
     return batches, len(ordered)
 
 
-@torch.inference_mode()
 def loss_and_perplexity(
     model,
     tokenizer,
@@ -49,6 +48,15 @@ def loss_and_perplexity(
 ) -> dict:
     """{"loss", "perplexity", "tokens"} over all labelled tokens (model kept in eval mode)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    loss, tokens = mean_token_loss(model, dataset_or_batches, pad_id, batch_size, desc)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": tokens}
+
+
+@torch.inference_mode()
+def mean_token_loss(model, dataset_or_batches: Iterable, pad_id: int, batch_size: int = 8,
+                    desc: str = "loss") -> tuple[float, int]:
+    """(cross-entropy averaged over every labelled token, token count); also the training
+    loop's validation loss. Runs in eval mode (no dropout) and restores the previous mode."""
     batches, n_examples = _batches(dataset_or_batches, pad_id, batch_size)
     device = next(model.parameters()).device
     total_loss, total_tokens = 0.0, 0
@@ -63,8 +71,7 @@ def loss_and_perplexity(
         model.train(was_training)
     if total_tokens == 0:
         raise DeltatuneError(f"loss_and_perplexity: no labelled tokens in {n_examples} examples (every label is -100)")
-    loss = total_loss / total_tokens
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": total_tokens}
+    return total_loss / total_tokens, total_tokens
 
 
 def _batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[float, int]:

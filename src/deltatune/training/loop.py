@@ -25,6 +25,7 @@ import torch
 
 from deltatune.data import BucketedBatches, collate
 from deltatune.errors import DeltatuneError
+from deltatune.eval.perplexity import mean_token_loss
 from deltatune.losses.lm import model_lm_loss
 from deltatune.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from deltatune.training.metrics import MetricsLog
@@ -77,17 +78,9 @@ def accumulate_gradients(model, batches: list[dict]) -> tuple[float, int]:
     return (loss_sum / total if total else 0.0), total
 
 
-@torch.no_grad()
 def validation_loss(model, dataset, batch_size: int, pad_id: int) -> float:
     """Mean loss over every labelled token of `dataset` (eval mode, no dropout)."""
-    was_training = model.training
-    model.eval()
-    loss_sum, tokens = 0.0, 0
-    for indices in BucketedBatches(dataset, batch_size, seed=0).batches(0):
-        loss, n = model_lm_loss(model, collate([dataset[i] for i in indices], pad_id))
-        loss_sum, tokens = loss_sum + loss.item() * n, tokens + n
-    model.train(was_training)
-    return loss_sum / max(tokens, 1)
+    return mean_token_loss(model, dataset, pad_id, batch_size, desc="val loss")[0]
 
 
 def _non_finite(what: str, value: float, step: int, run_dir: Path, lr: float) -> DeltatuneError:
