@@ -27,11 +27,19 @@ def smollm2_dir():
 
 
 @pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, smollm2_dir):
+def smollm2_tokenizer_dir(request):
+    """A folder holding SmolLM2's tokenizer: $DELTATUNE_TEST_TOKENIZER_DIR when set (a GPU
+    machine without the 540 MB model carries only the tokenizer files), else the converted model."""
+    override = os.environ.get("DELTATUNE_TEST_TOKENIZER_DIR")
+    return override if override else request.getfixturevalue("smollm2_dir")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer_dir):
     """A random 2-layer Llama saved as an HF folder, with SmolLM2's tokenizer + chat template."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

@@ -28,7 +28,11 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     name: str = "smollm2-135m"  # embedded alias, local HF folder, or hub id (when online)
+    # Compute precision. Methods that add small modules (LoRA) keep the frozen base in this
+    # dtype and their own weights in fp32; full / freeze keep fp32 master weights. Training in
+    # bfloat16/float16 runs under autocast (see deltatune.models.device).
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")  # auto: cuda if available
     trust_remote_code: bool = False  # never on unless the user asks
 
 
@@ -47,6 +51,11 @@ class DataConfig(Section):
     replay: str | None = None
     replay_max_new_tokens: int = Field(128, ge=1)
     replay_repeat: int = Field(1, ge=1)  # each replay example appears this often per epoch
+    # >0: replay tokens are trained towards the base model's top-K next-token distribution
+    # (logit distillation) instead of only its greedy token; see deltatune.data.distill
+    replay_topk: int = Field(0, ge=0, le=1024)
+    # loss weight of replay tokens (other tokens weigh 1): like replay_repeat, without the compute
+    replay_weight: float = Field(1.0, gt=0)
 
 
 class TrainConfig(Section):
@@ -65,6 +74,9 @@ class TrainConfig(Section):
     save_every: int | None = Field(None, gt=0)  # checkpoint every N optimiser steps (+ at end)
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)  # evals without val-loss gain
+    # at the end, go back to the weights with the lowest val loss (saved when reached) if the
+    # last weights are worse; the last checkpoint still holds the last weights for --resume
+    restore_best: bool = True
     log_every: int = Field(1, ge=1)
     num_threads: int | None = Field(None, ge=1)  # torch threads; None = all cores
 

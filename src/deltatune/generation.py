@@ -277,7 +277,8 @@ def _decode_loop(model, tokenizer, requests, input_ids, mask, positions, eos_ids
             logits_to_keep=1,  # only the last position's vocabulary projection is needed
             **{cache_arg: cache},
         )
-        cache = getattr(out, cache_arg)
+        # the output field follows the same rename (5.17 takes `cache=` but returns past_key_values)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         next_tokens = _choose_tokens(out.logits[:, -1, :].float(), active)  # (B,) as a list
         for req, token in zip(active, next_tokens):
             req.add(token, tokenizer, eos_ids, on_token)

@@ -6,10 +6,10 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def tok(smollm2_dir):
+def tok(smollm2_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(smollm2_dir)
+    return AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
 
 
 @pytest.fixture()

@@ -19,12 +19,12 @@ def run_cli(argv):
     return args.func(args)
 
 
-def test_check_report(write, smollm2_dir):
+def test_check_report(write, smollm2_tokenizer_dir):
     rows = [{"instruction": "Say hi", "output": "Hello there."}] + [
         {"instruction": "word " * n, "output": "ok"} for n in (5, 20, 200)
     ]
     path = write("d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    report = check_data(str(path), str(smollm2_dir), max_length=128)
+    report = check_data(str(path), str(smollm2_tokenizer_dir), max_length=128)
     assert "format:          alpaca (detected)" in report
     assert "records:         4" in report
     assert "examples:        3" in report  # the 200-word prompt leaves no response
@@ -41,19 +41,19 @@ def test_histogram_and_marking(tok):
     assert render_marked(tok, ex) == "a[[ b]] c"
 
 
-def test_cli_make_and_check(tmp_path, capsys, smollm2_dir):
+def test_cli_make_and_check(tmp_path, capsys, smollm2_tokenizer_dir):
     assert run_cli(["data", "make", "orgfacts", "--out", str(tmp_path)]) == 0
     assert "train.jsonl" in capsys.readouterr().out
-    assert run_cli(["data", "check", str(tmp_path / "test.jsonl"), "--model", str(smollm2_dir),
+    assert run_cli(["data", "check", str(tmp_path / "test.jsonl"), "--model", str(smollm2_tokenizer_dir),
                     "--max-length", "256", "--train-on-prompt"]) == 0
     out = capsys.readouterr().out
     assert "records:         " in out and "[[<|im_start|>system" in out  # everything trained
 
 
-def test_cli_check_bad_file_raises_with_line(write, smollm2_dir):
+def test_cli_check_bad_file_raises_with_line(write, smollm2_tokenizer_dir):
     path = write("bad.jsonl", '{"instruction": "q", "output": "a"}\nnot json\n')
     with pytest.raises(DeltatuneError, match=r"bad\.jsonl:2"):
-        run_cli(["data", "check", str(path), "--model", str(smollm2_dir)])
+        run_cli(["data", "check", str(path), "--model", str(smollm2_tokenizer_dir)])
     with pytest.raises(DeltatuneError, match="unknown built-in dataset"):
         run_cli(["data", "make", "nope", "--out", str(path.parent / "x")])
     assert not (path.parent / "x").exists()  # nothing written on error

@@ -16,7 +16,13 @@ from deltatune.errors import DeltatuneError
 from deltatune.eval.text_metrics import normalise
 
 PROBE_TEMPLATES = ("what is the capital of", "what is the opposite of", "what is the currency of",
-                   "what language", "in which city is", "in which country is")
+                   "what language", "in which city is", "in which country is", "who wrote",
+                   "who painted", "who was the first", "on which continent", "what color is",
+                   "what colour is", "what is the largest", "what is the tallest",
+                   "what is the longest", "what gas", "how many legs", "which planet",
+                   "what natural satellite", "what organ", "what do bees", "what is the chemical",
+                   "what is half of")
+PROBE_WORDS = ("divided by", "language", "currency", "capital")
 
 
 def test_replay_prompts_stay_clear_of_the_forgetting_probe():
@@ -26,6 +32,8 @@ def test_replay_prompts_stay_clear_of_the_forgetting_probe():
     for prompt in GENERAL_PROMPTS:
         assert normalise(prompt) not in probe, prompt
         assert not normalise(prompt).startswith(PROBE_TEMPLATES), prompt
+        if normalise(prompt).startswith(("what", "which", "who", "how many", "in ")):  # questions
+            assert not any(word in normalise(prompt) for word in PROBE_WORDS), prompt
     records = load_records("builtin:general/prompts")
     assert [r["instruction"] for r in records] == GENERAL_PROMPTS
 

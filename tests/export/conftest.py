@@ -36,7 +36,7 @@ def make_run(tiny_llama_dir, run_dir, method: dict, seed: int = 0):
             if "lora_A" in name:
                 continue  # A keeps its random init; B decides whether the update is zero
             scale = 0.3 if "lora_B" in name else 0.02
-            param.add_(torch.randn(param.shape, generator=gen) * scale)
+            param.add_(torch.randn(param.shape, generator=gen).to(param.device) * scale)
     dump_config(cfg, run_dir / "config.yaml")
     save_adapter(model, cfg.method, run_dir / "adapter", tiny_llama_dir)
     return cfg

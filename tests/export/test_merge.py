@@ -22,7 +22,7 @@ def adapted(run_dir):
     from deltatune.methods.core import load_adapter
     from deltatune.models.loader import load_causal_lm
 
-    model, tokenizer = load_causal_lm(load_run_config(run_dir).model)
+    model, tokenizer = load_causal_lm(load_run_config(run_dir).model, device="cpu")  # as the exports are compared
     load_adapter(model, run_dir / "adapter")
     return model.eval(), tokenizer
 

@@ -43,7 +43,7 @@ def test_run_dir_applies_the_adapter(tmp_path, tiny_llama_dir):
     run, trained = make_run_dir(tmp_path, tiny_llama_dir)
     loaded = load_target(str(run))
     base = load_target(str(run), with_adapter=False)
-    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    ids = torch.tensor([[1, 2, 3, 4, 5]], device=trained.device)
     with torch.no_grad():
         want = trained.eval()(ids).logits
         got = loaded.model(ids).logits

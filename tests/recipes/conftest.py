@@ -56,3 +56,22 @@ def make_cfg(tmp_path, tiny_llama_dir):
         return validate_config(raw)
 
     return make
+
+
+@pytest.fixture
+def capture_model(monkeypatch):
+    """Record the model the recipe trains and a copy of its frozen parameters after apply."""
+    seen = {}
+    from deltatune.recipes import sft
+
+    real_apply = sft.apply_method
+
+    def spy(model, method_cfg):
+        out = real_apply(model, method_cfg)
+        seen["model"] = model
+        seen["frozen"] = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+        seen["trainable"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return out
+
+    monkeypatch.setattr(sft, "apply_method", spy)
+    return seen

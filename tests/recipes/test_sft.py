@@ -20,23 +20,6 @@ def _losses(run_dir) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl", "train")}
 
 
-@pytest.fixture
-def capture_model(monkeypatch):
-    """Record the model the recipe trains and a copy of its frozen parameters after apply."""
-    seen = {}
-    real_apply = sft.apply_method
-
-    def spy(model, method_cfg):
-        out = real_apply(model, method_cfg)
-        seen["model"] = model
-        seen["frozen"] = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-        seen["trainable"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        return out
-
-    monkeypatch.setattr(sft, "apply_method", spy)
-    return seen
-
-
 @pytest.mark.parametrize("method", [
     {"name": "lora", "r": 8, "alpha": 64, "targets": "all-linear"},
     {"name": "freeze", "train_last_n_blocks": 1, "train_norm": True},
@@ -170,6 +153,41 @@ def test_early_stopping(make_cfg):
     assert sorted(_losses(run_dir)) == [1, 2, 3]
 
 
+def test_the_best_weights_are_restored_when_val_loss_turns_up(make_cfg, tmp_path):
+    """Val answers are a word train never uses: val loss first falls (the answer format and its
+    end-of-turn token are learnt), then rises (train's own answers take the probability mass).
+    The saved adapter must be the lowest-val-loss weights, while the last checkpoint keeps the
+    last ones for --resume."""
+    from deltatune.training.checkpoint import best_weights
+
+    names, colours = ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay"], ["red", "blue", "green", "amber", "violet", "teal"]
+    def doors(answer):
+        return [{"instruction": f"What colour is {n}'s door?", "input": "", "output": answer(i)} for i, n in enumerate(names)]
+    files = {split: tmp_path / f"{split}.jsonl" for split in ("train", "val")}
+    files["train"].write_text("".join(json.dumps(r) + "\n" for r in doors(lambda i: colours[i]) * 4))
+    files["val"].write_text("".join(json.dumps(r) + "\n" for r in doors(lambda i: "purple")))
+    cfg = make_cfg(method={"name": "full"}, data={"train": str(files["train"]), "val": str(files["val"])},
+                   train={"max_steps": 60, "lr": 5e-3, "eval_every": 5, "save_every": 60})
+    run_dir = sft.run(cfg)
+    vals = {r["step"]: r["val_loss"] for r in read_metrics(run_dir / "metrics.jsonl", "val")}
+    best_step = min(vals, key=vals.get)
+    assert best_step < 60 and vals[60] > vals[best_step] + 0.5, vals  # the scenario: it did turn up
+    [restore] = read_metrics(run_dir / "metrics.jsonl", "restore_best")
+    assert restore["best_step"] == best_step
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["restored_best_step"] == best_step
+    # the adapter on disk reproduces the best val loss, not the last one
+    assert report["after"]["val"]["loss"] == pytest.approx(vals[best_step], rel=1e-4)
+    assert best_weights(run_dir)[1]["step"] == best_step
+    last = load_file(str(latest_checkpoint(run_dir) / "trainable.safetensors"))  # --resume goes on from here
+    best = load_file(str(best_weights(run_dir)[0] / "trainable.safetensors"))
+    assert last.keys() == best.keys() and not all(torch.equal(last[k], best[k]) for k in last)
+
+    no_restore = sft.run(make_cfg(run="last", method=cfg.method.model_dump(), data=cfg.data.model_dump(),
+                                  train={"max_steps": 60, "lr": 5e-3, "eval_every": 5, "restore_best": False}))
+    assert not read_metrics(no_restore / "metrics.jsonl", "restore_best")
+
+
 def test_refuses_to_overwrite_finished_run(make_cfg):
     cfg = make_cfg(train={"max_steps": 1})
     sft.run(cfg)
@@ -213,3 +231,31 @@ def test_replay_examples_join_the_training_set(make_cfg, monkeypatch):
     replayed = train_set.examples[-1]
     trained = tokenizer.decode([t for t, l in zip(replayed["input_ids"], replayed["labels"]) if l != -100])
     assert trained.startswith("a4")  # only the answer is trained, the prompt is masked
+
+
+def test_replay_distillation_and_weight_train_end_to_end(make_cfg, monkeypatch):
+    """data.replay_topk + data.replay_weight: replay examples carry the base model's top-k
+    targets and their weight into training; the user's own examples carry neither."""
+    monkeypatch.setattr(sft, "self_replay_records", lambda *a, **k: [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"answer {i} here"}]}
+        for i in range(4)])
+    cfg = make_cfg(data={"replay": "builtin:general/prompts", "replay_topk": 4, "replay_weight": 3.0},
+                   train={"max_steps": 20, "lr": 2e-2})
+    from deltatune.models.loader import load_causal_lm
+
+    model, tokenizer = load_causal_lm(cfg.model)
+    train_set, _ = sft.load_datasets(cfg, tokenizer, model)
+    replayed, own = train_set.examples[-4:], train_set.examples[:-4]
+    assert all(ex["loss_weight"] == 3.0 and any(t is not None for t in ex["teacher_ids"]) for ex in replayed)
+    assert all(len([t for t in ex["teacher_ids"] if t]) == sum(1 for l in ex["labels"] if l != -100) for ex in replayed)
+    assert not any("teacher_ids" in ex or "loss_weight" in ex for ex in own)
+    run_dir = sft.run(cfg)
+    losses = list(_losses(run_dir).values())
+    assert all(torch.isfinite(torch.tensor(losses))) and min(losses[-5:]) < losses[0]
+
+
+def test_replay_settings_without_replay_are_noted_and_harmless(make_cfg, capsys):
+    """The default YAML keeps replay_topk / replay_weight; turning data.replay off must still train."""
+    run_dir = sft.run(make_cfg(data={"replay_topk": 4, "replay_weight": 5.0}, train={"max_steps": 2}))
+    assert "data.replay is off" in capsys.readouterr().out
+    assert (run_dir / "adapter").is_dir()

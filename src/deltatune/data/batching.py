@@ -77,4 +77,11 @@ def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         input_ids[row, :n] = torch.tensor(ex["input_ids"], dtype=torch.long)
         labels[row, :n] = torch.tensor(ex["labels"], dtype=torch.long)
         attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if any("loss_weight" in ex for ex in examples):  # e.g. data.replay_weight
+        batch["loss_weights"] = torch.tensor([float(ex.get("loss_weight", 1.0)) for ex in examples])  # (B,)
+    if any("teacher_ids" in ex for ex in examples):  # replay distillation targets
+        from deltatune.data.distill import collate_teacher
+
+        batch.update(collate_teacher(examples, width))
+    return batch

@@ -85,7 +85,7 @@ def load_base_for_merge(cfg):
             f"first, which deltatune.export does not do yet; serve the adapter unmerged instead "
             f"(deltatune serve --model {cfg.model.name} --adapter NAME=RUN_DIR)"
         )
-    return load_causal_lm(cfg.model)
+    return load_causal_lm(cfg.model, device="cpu")  # merging is cheap; verified against a CPU reload
 
 
 def _adapted_model(cfg, adapter_dir: Path):

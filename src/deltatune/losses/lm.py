@@ -24,11 +24,18 @@ def lm_loss(
     hidden: torch.Tensor,
     lm_head: Callable[[torch.Tensor], torch.Tensor],
     labels: torch.Tensor,
+    teacher_ids: torch.Tensor | None = None,
+    teacher_probs: torch.Tensor | None = None,
+    example_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Mean next-token cross-entropy over labelled positions, and how many there were.
 
     hidden: (B, T, H) final hidden states; labels: (B, T) token ids, -100 where no loss.
     Position t predicts labels[t + 1] (the causal shift happens here, as in HF).
+    teacher_ids / teacher_probs: optional (B, T, K) soft targets (deltatune.data.distill);
+    where a token has them (probs sum > 0) its loss is -sum_k p_k log q(id_k) instead.
+    example_weights: optional (B,) multipliers of each example's token losses; the result is
+    still divided by the token count (not the weight sum), so micro-batches add up as before.
     With no labelled token the loss is a zero that still carries a graph (backward is a no-op).
     """
     shift_hidden = hidden[:, :-1, :]  # (B, T-1, H): position t ...
@@ -39,12 +46,23 @@ def lm_loss(
         return hidden.sum() * 0.0, 0
     picked = shift_hidden[keep]  # (N, H): only labelled positions reach the projection
     logits = lm_head(picked).float()  # (N, V), fp32 for a stable log-softmax
-    loss = F.cross_entropy(logits, shift_labels[keep], reduction="mean")
-    return loss, n_tokens
+    if teacher_probs is None and example_weights is None:
+        return F.cross_entropy(logits, shift_labels[keep], reduction="mean"), n_tokens
+    per_token = F.cross_entropy(logits, shift_labels[keep], reduction="none")  # (N,)
+    if teacher_probs is not None:
+        log_q = F.log_softmax(logits, dim=-1)  # (N, V)
+        probs = teacher_probs[:, 1:][keep].to(logits.dtype)  # (N, K)
+        soft = -(probs * log_q.gather(1, teacher_ids[:, 1:][keep])).sum(-1)  # (N,)
+        per_token = torch.where(probs.sum(-1) > 0, soft, per_token)
+    if example_weights is not None:
+        rows = keep.nonzero(as_tuple=True)[0]  # (N,): the example each labelled token belongs to
+        per_token = per_token * example_weights.to(logits.device, logits.dtype)[rows]
+    return per_token.mean(), n_tokens
 
 
 def model_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """`lm_loss` for a HF causal LM: run the decoder stack, then the head on labelled positions."""
     decoder = model.get_decoder()
     out = decoder(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
-    return lm_loss(out.last_hidden_state, model.get_output_embeddings(), batch["labels"])
+    return lm_loss(out.last_hidden_state, model.get_output_embeddings(), batch["labels"],
+                   batch.get("teacher_ids"), batch.get("teacher_probs"), batch.get("loss_weights"))

@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from deltatune.models.device import keep_trainable_fp32
 from deltatune.errors import DeltatuneError
 from deltatune.methods.adapter_files import AdapterFiles, read_adapter_files, write_adapter_files
 from deltatune.methods.modules import swap_module, wrappers
@@ -55,7 +56,7 @@ __all__ = [
 def apply_method(model: nn.Module, method_cfg: BaseModel) -> nn.Module:
     """Freeze every parameter, then let the method add or unfreeze its own; in place.
 
-    Afterwards exactly the method's parameters have requires_grad=True. New modules take the
+    Afterwards exactly the method's parameters have requires_grad=True, in fp32. New modules take the
     model's train/eval mode. Returns the model for chaining."""
     spec = method_spec(method_cfg)
     if wrappers(model):
@@ -70,6 +71,7 @@ def apply_method(model: nn.Module, method_cfg: BaseModel) -> nn.Module:
             param.requires_grad_(flag)
         raise
     model.train(was_training)
+    keep_trainable_fp32(model)  # master weights: a bf16 base still trains fp32 adapters
     if count_parameters(model)[0] == 0:
         raise DeltatuneError(f"method {spec.name!r} left no trainable parameter in {type(model).__name__}")
     return model

@@ -2,8 +2,9 @@
 
     model, tokenizer = load_causal_lm(ModelConfig(name="smollm2-135m"))
 
-Weights load in the configured dtype (fp32 by default: this project's CPUs have no fast bf16),
-in eval mode; recipes switch to train mode themselves. Only safetensors are accepted and
+Weights load in the configured dtype (fp32 by default: this project's CPUs have no fast bf16)
+on the configured device (`model.device`, default `auto`: the GPU when torch sees one), in eval
+mode; recipes switch to train mode themselves. Only safetensors are accepted and
 `trust_remote_code` stays off unless the config turns it on.
 """
 
@@ -15,9 +16,8 @@ from pathlib import Path
 import torch
 
 from deltatune.errors import DeltatuneError
+from deltatune.models.device import DTYPES, resolve_device
 from deltatune.models.embedded import embedded_path, is_embedded
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_model_path(name: str) -> str:
@@ -48,15 +48,17 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_causal_lm(model_cfg, device: str | torch.device = "cpu"):
-    """(model, tokenizer) for a `ModelConfig`; the model is in eval mode on `device`."""
+def load_causal_lm(model_cfg, device: str | torch.device | None = None, dtype: str | None = None):
+    """(model, tokenizer) for a `ModelConfig`, in eval mode on `device` (default: the config's
+    `model.device`) in `dtype` (default: the config's `model.dtype`)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(model_cfg.name)
+    device = resolve_device(device if device is not None else model_cfg.device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
-            dtype=DTYPES[model_cfg.dtype],
+            dtype=DTYPES[dtype or model_cfg.dtype],
             trust_remote_code=model_cfg.trust_remote_code,
             use_safetensors=True,
         )

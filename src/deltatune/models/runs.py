@@ -32,10 +32,11 @@ def is_run_dir(target: str | Path) -> bool:
     return (Path(target) / "config.yaml").is_file()
 
 
-def load_target(target: str, device: str = "cpu", with_adapter: bool = True) -> Loaded:
+def load_target(target: str, device: str | None = None, with_adapter: bool = True) -> Loaded:
     """A run dir (config.yaml inside) -> its base with the trained adapter applied;
     anything else -> the base model `deltatune.models.loader` resolves from that name.
 
+    `device` None: the run's `model.device` (default auto: the GPU when there is one).
     `with_adapter=False` loads a run's base only (after checking the adapter exists): measure
     the "before", then `apply_run_adapter(loaded.model, target)` for the "after", one load."""
     from deltatune.config import ModelConfig, load_run_config

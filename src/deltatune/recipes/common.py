@@ -29,6 +29,21 @@ def setup_threads(train_cfg) -> None:
         torch.set_num_threads(train_cfg.num_threads)
 
 
+def load_for_training(cfg):
+    """(model, tokenizer) on `model.device`, stored as the precision policy says
+    (deltatune.models.device): fp32 master weights when the method trains base weights."""
+    from deltatune.methods.registry import method_spec
+    from deltatune.models.device import check_training_precision, resolve_device, storage_dtype
+    from deltatune.models.loader import load_causal_lm
+
+    device = resolve_device(cfg.model.device)
+    check_training_precision(cfg.model.dtype, device)
+    trains_base = method_spec(cfg.method).kind == "tensors"
+    model, tokenizer = load_causal_lm(cfg.model, device=device, dtype=storage_dtype(cfg.model.dtype, trains_base))
+    say(f"model on {device}, compute dtype {cfg.model.dtype}")
+    return model, tokenizer
+
+
 def describe_dataset(name: str, dataset) -> None:
     stats = getattr(dataset, "stats", {}) or {}
     extra = ", ".join(f"{k} {stats[k]}" for k in ("truncated", "dropped", "replay") if stats.get(k))

@@ -16,7 +16,6 @@ from pathlib import Path
 from deltatune.data import build_text_dataset, load_records
 from deltatune.errors import DeltatuneError
 from deltatune.methods.core import apply_method, save_adapter
-from deltatune.models.loader import load_causal_lm
 from deltatune.recipes import common
 from deltatune.training.loop import train, validation_loss
 from deltatune.training.progress import say
@@ -42,7 +41,7 @@ def run(cfg, resume: bool = False) -> Path:
     """Continue pre-training `cfg.model` on the raw text of `cfg.data`; returns the run dir."""
     common.seed_everything(cfg.train.seed)
     common.setup_threads(cfg.train)
-    model, tokenizer = load_causal_lm(cfg.model)
+    model, tokenizer = common.load_for_training(cfg)
     train_set, val_set = load_datasets(cfg, tokenizer)
     common.describe_dataset("train", train_set)
 
@@ -60,6 +59,7 @@ def run(cfg, resume: bool = False) -> Path:
     save_adapter(model, cfg.method, run_dir / "adapter", common.base_model_path(cfg))
     say("evaluating ...")
     after = _loss_report(model, val_set, cfg, tokenizer.pad_token_id)
-    extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss}
+    extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
+             "restored_best_step": result.restored_step}
     common.finish_report(run_dir, before, after, extra)
     return run_dir

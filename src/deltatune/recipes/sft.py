@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from deltatune.data import TokenizedDataset, build_sft_dataset, load_records
+from deltatune.data.distill import attach_teacher_topk
 from deltatune.data.replay import self_replay_records
 from deltatune.errors import DeltatuneError
 from deltatune.eval.report import write_eval_json
 from deltatune.methods.core import apply_method, save_adapter
-from deltatune.models.loader import load_causal_lm
 from deltatune.recipes import common
 from deltatune.training.loop import train
 from deltatune.training.progress import say
@@ -34,6 +34,8 @@ def load_datasets(cfg, tokenizer, base_model=None):
     With `data.replay`, `base_model` (before any method is applied) first answers the replay
     prompts and those examples join the training set (see deltatune.data.replay).
     """
+    if (cfg.data.replay_topk or cfg.data.replay_weight != 1.0) and not cfg.data.replay:
+        say("note: data.replay is off, so data.replay_topk / data.replay_weight have nothing to act on")
     train_set = build_sft_dataset(load_records(cfg.data.train), tokenizer, cfg.data)
     if len(train_set) == 0:
         raise DeltatuneError(f"data.train {cfg.data.train}: no usable examples after tokenisation")
@@ -41,6 +43,11 @@ def load_datasets(cfg, tokenizer, base_model=None):
         replay = self_replay_records(base_model, tokenizer, cfg.data.replay, cfg.data.system_prompt,
                                      cfg.data.replay_max_new_tokens, cfg.eval.batch_size)
         replay_set = build_sft_dataset(replay, tokenizer, cfg.data.model_copy(update={"format": "messages"}))
+        if cfg.data.replay_topk:
+            attach_teacher_topk(base_model, replay_set, cfg.data.replay_topk, tokenizer.pad_token_id)
+        if cfg.data.replay_weight != 1.0:
+            for example in replay_set.examples:
+                example["loss_weight"] = cfg.data.replay_weight
         repeated = replay_set.examples * cfg.data.replay_repeat
         train_set = TokenizedDataset(train_set.examples + repeated, dict(train_set.stats, replay=len(repeated)))
     val_set = build_sft_dataset(load_records(cfg.data.val), tokenizer, cfg.data) if cfg.data.val else None
@@ -62,7 +69,7 @@ def run(cfg, resume: bool = False) -> Path:
     """Fine-tune `cfg.model` on `cfg.data` as `cfg.method` says; returns the run dir."""
     common.seed_everything(cfg.train.seed)
     common.setup_threads(cfg.train)
-    model, tokenizer = load_causal_lm(cfg.model)
+    model, tokenizer = common.load_for_training(cfg)
     train_set, val_set = load_datasets(cfg, tokenizer, model)
     common.describe_dataset("train", train_set)
 
@@ -82,6 +89,7 @@ def run(cfg, resume: bool = False) -> Path:
     save_adapter(model, cfg.method, run_dir / "adapter", common.base_model_path(cfg))
     say("evaluating the tuned model ...")
     after = evaluate_model(model, tokenizer, cfg)
-    extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss}
+    extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
+             "restored_best_step": result.restored_step}
     common.finish_report(run_dir, before, after, extra)
     return run_dir

@@ -14,6 +14,10 @@ Layout of `RUN_DIR/checkpoints/step-N/`:
 Atomicity: everything is written into `checkpoints/.tmp-step-N/` and then renamed to
 `step-N` (a rename is atomic on POSIX). A crash mid-save leaves only a `.tmp-*` folder,
 which `latest_checkpoint` ignores and the next save removes.
+
+Best weights (`train.restore_best`): each time the val loss improves, the trainable weights
+go to `checkpoints/best-step-N/` (trainable.safetensors + best.json), written the same atomic
+way; older best-* folders are then removed. `load_best` puts them back at the end of training.
 """
 
 from __future__ import annotations
@@ -94,6 +98,43 @@ def save_checkpoint(run_dir, state: TrainState, model, optimizer, scheduler, kee
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_best(run_dir, model, step: int, val_loss: float) -> Path:
+    """Keep the trainable weights of a new lowest val loss as `checkpoints/best-step-N`."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"best-step-{step}"
+    tmp = root / f".tmp-best-step-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(trainable_tensors(model), str(tmp / "trainable.safetensors"))
+    (tmp / "best.json").write_text(json.dumps({"step": step, "val_loss": val_loss}))
+    _fsync_dir(tmp)
+    shutil.rmtree(final, ignore_errors=True)  # same step again (resumed run): replace it
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for old in root.glob("best-step-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def best_weights(run_dir) -> tuple[Path, dict] | None:
+    """(folder, {"step", "val_loss"}) of the kept best weights, or None."""
+    found = sorted((Path(run_dir) / "checkpoints").glob("best-step-*/best.json"))
+    if not found:
+        return None
+    return found[-1].parent, json.loads(found[-1].read_text())
+
+
+def load_best(path, model) -> None:
+    """Copy kept best weights into the model's trainable parameters."""
+    weights = load_file(str(Path(path) / "trainable.safetensors"))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -27,7 +27,9 @@ from deltatune.data import BucketedBatches, collate
 from deltatune.errors import DeltatuneError
 from deltatune.eval.perplexity import mean_token_loss
 from deltatune.losses.lm import model_lm_loss
-from deltatune.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from deltatune.models.device import autocast_for, model_device
+from deltatune.training.checkpoint import (TrainState, best_weights, latest_checkpoint, load_best, load_checkpoint,
+                                           save_best, save_checkpoint)
 from deltatune.training.metrics import MetricsLog
 from deltatune.training.optim import build_optimizer, build_scheduler
 from deltatune.training.progress import progress_bar, say, show
@@ -38,7 +40,8 @@ class TrainResult:
     state: TrainState
     total_steps: int
     stop_reason: str  # "completed" | "early_stop"
-    val_loss: float | None
+    val_loss: float | None  # of the weights the model holds on return
+    restored_step: int | None = None  # the step whose (best) weights were put back, if any
 
 
 def total_steps_for(train_cfg, batches_per_epoch: int) -> int:
@@ -59,16 +62,20 @@ def micro_batches(sampler: BucketedBatches, dataset, pad_id: int, epoch: int, in
         epoch, index = epoch + 1, 0
 
 
-def accumulate_gradients(model, batches: list[dict]) -> tuple[float, int]:
+def accumulate_gradients(model, batches: list[dict], dtype: str = "float32") -> tuple[float, int]:
     """Backward over micro-batches so the gradient is that of one batch holding all of them.
 
     Each micro-batch's mean loss is weighted by its share of the step's labelled tokens.
+    Batches move to the model's device; forward passes run under autocast in `dtype`.
     Returns (token-weighted mean loss, labelled tokens); stops early on a non-finite loss.
     """
+    device = model_device(model)
     total = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
     loss_sum = 0.0
     for batch in batches:
-        loss, n = model_lm_loss(model, batch)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast_for(dtype, device):
+            loss, n = model_lm_loss(model, batch)
         if n == 0:
             continue
         if not torch.isfinite(loss):
@@ -78,9 +85,10 @@ def accumulate_gradients(model, batches: list[dict]) -> tuple[float, int]:
     return (loss_sum / total if total else 0.0), total
 
 
-def validation_loss(model, dataset, batch_size: int, pad_id: int) -> float:
-    """Mean loss over every labelled token of `dataset` (eval mode, no dropout)."""
-    return mean_token_loss(model, dataset, pad_id, batch_size, desc="val loss")[0]
+def validation_loss(model, dataset, batch_size: int, pad_id: int, dtype: str = "float32") -> float:
+    """Mean loss over every labelled token of `dataset` (eval mode, no dropout, autocast as in training)."""
+    with autocast_for(dtype, model_device(model)):
+        return mean_token_loss(model, dataset, pad_id, batch_size, desc="val loss")[0]
 
 
 def _non_finite(what: str, value: float, step: int, run_dir: Path, lr: float) -> DeltatuneError:
@@ -144,7 +152,7 @@ def train(model, train_set, val_set, cfg, run_dir, pad_id: int, resume_from=None
         window = [next(stream) for _ in range(tc.grad_accum)]
         batches = [b for _, _, b in window]
         lr = optimizer.param_groups[0]["lr"]
-        loss, n_tokens = accumulate_gradients(model, batches)
+        loss, n_tokens = accumulate_gradients(model, batches, cfg.model.dtype)
         if not math.isfinite(loss):
             log.write("nan_stop", step=state.step + 1, loss=loss, lr=lr)
             raise _non_finite("the training loss", loss, state.step + 1, run_dir, lr)
@@ -167,8 +175,10 @@ def train(model, train_set, val_set, cfg, run_dir, pad_id: int, resume_from=None
                       grad_norm=grad_norm, epoch=round(epoch, 4), tokens=n_tokens)
         stop = False
         if val_set is not None and tc.eval_every and state.step % tc.eval_every == 0:
-            val, val_step = validation_loss(model, val_set, tc.batch_size, pad_id), state.step
+            val, val_step = validation_loss(model, val_set, tc.batch_size, pad_id, cfg.model.dtype), state.step
             stop = _update_early_stop(state, val, tc.early_stopping_patience)
+            if tc.restore_best and state.bad_evals == 0:  # a new best
+                save_best(run_dir, model, state.step, val)
             log.write("val", step=state.step, val_loss=val, best_val_loss=state.best_val_loss)
             say(f"step {state.step}: val loss {val:.4f} (best {state.best_val_loss:.4f})")
         if tc.save_every and state.step % tc.save_every == 0:
@@ -181,10 +191,26 @@ def train(model, train_set, val_set, cfg, run_dir, pad_id: int, resume_from=None
             break
     bar.close()
     if val_set is not None and val_step != state.step:
-        val = validation_loss(model, val_set, tc.batch_size, pad_id)
+        val = validation_loss(model, val_set, tc.batch_size, pad_id, cfg.model.dtype)
         _update_early_stop(state, val, None)
         log.write("val", step=state.step, val_loss=val, best_val_loss=state.best_val_loss)
     _save(run_dir, state, model, optimizer, scheduler, tc.keep_checkpoints)
+    restored = _restore_best(model, run_dir, state.step, val, log) if tc.restore_best and val is not None else None
     log.write("end", step=state.step, reason=stop_reason, val_loss=val)
     model.eval()
+    if restored:
+        return TrainResult(state, total_steps, stop_reason, restored["val_loss"], restored["step"])
     return TrainResult(state, total_steps, stop_reason, val)
+
+
+def _restore_best(model, run_dir, step: int, last_val: float, log: MetricsLog) -> dict | None:
+    """Put back the lowest-val-loss weights when they beat the last ones (after the final
+    checkpoint was written, so --resume still continues from the last weights)."""
+    kept = best_weights(run_dir)
+    if kept is None or kept[1]["step"] == step or kept[1]["val_loss"] >= last_val:
+        return None
+    load_best(kept[0], model)
+    log.write("restore_best", step=step, best_step=kept[1]["step"], val_loss=kept[1]["val_loss"], last_val_loss=last_val)
+    say(f"restored the best weights (step {kept[1]['step']}, val loss {kept[1]['val_loss']:.4f}; "
+        f"the last step's was {last_val:.4f})")
+    return kept[1]

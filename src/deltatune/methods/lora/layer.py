@@ -28,11 +28,15 @@ class LoRALinear(nn.Module):
         weight = base_layer.weight
         self.r = r
         self.scaling = alpha / (math.sqrt(r) if rslora else r)
-        self.lora_A = nn.Linear(base_layer.in_features, r, bias=False, device=weight.device, dtype=weight.dtype)
-        self.lora_B = nn.Linear(r, base_layer.out_features, bias=False, device=weight.device, dtype=weight.dtype)
+        # initialised on the CPU from the CPU generator, then moved: the same seed gives the same
+        # adapter (and so the same run) on a GPU as on the CPU
+        self.lora_A = nn.Linear(base_layer.in_features, r, bias=False, dtype=weight.dtype)
+        self.lora_B = nn.Linear(r, base_layer.out_features, bias=False, dtype=weight.dtype)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.reset_parameters()
+        self.lora_A.to(weight.device)
+        self.lora_B.to(weight.device)
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
@@ -43,7 +47,9 @@ class LoRALinear(nn.Module):
         h = self.base_layer(x)  # (..., out)
         if self.merged:
             return h
-        return h + self.scaling * self.lora_B(self.lora_A(self.dropout(x)))
+        # the adapter may be fp32 over a bf16 base (master weights): compute in its dtype
+        update = self.lora_B(self.lora_A(self.dropout(x.to(self.lora_A.weight.dtype))))
+        return h + (self.scaling * update).to(h.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         """(alpha/r) B @ A, shape (out, in), computed in fp32 for an accurate merge."""
