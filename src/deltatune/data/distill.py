@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from deltatune.data.batching import IGNORE, collate
+from deltatune.data.batching import collate
 
 
 @torch.no_grad()
@@ -31,28 +31,28 @@ def attach_teacher_topk(model, dataset, k: int, pad_id: int, batch_size: int = 8
 
     Both are lists with one entry per token (aligned with `labels`): None where the token is
     not a target, else K token ids / K probabilities for predicting that token."""
+    from deltatune.losses.lm import labelled_logits
     from deltatune.models.device import model_device
 
     was_training = model.training
     model.eval()
     device = model_device(model)
-    head = model.get_output_embeddings()
     examples = dataset.examples
     for start in tqdm(range(0, len(examples), batch_size), desc="replay teacher top-k", leave=False):
         chunk = examples[start : start + batch_size]
         batch = collate(chunk, pad_id)
         hidden = model.get_decoder()(input_ids=batch["input_ids"].to(device),
                                      attention_mask=batch["attention_mask"].to(device)).last_hidden_state
-        targets = batch["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
-        keep = (targets != IGNORE).to(device)
-        logits = head(hidden[:, :-1][keep]).float()  # (N, V): labelled positions only
+        logits, keep = labelled_logits(hidden, model.get_output_embeddings(), batch["labels"])  # (N, V)
+        for ex in chunk:
+            ex["teacher_ids"] = [None] * len(ex["input_ids"])
+            ex["teacher_probs"] = [None] * len(ex["input_ids"])
+        if logits is None:
+            continue
         top_logits, top_ids = logits.topk(k, dim=-1)  # (N, K)
         probs = torch.softmax(top_logits, dim=-1).cpu()  # renormalised over the top K
         top_ids = top_ids.cpu()
         rows, cols = keep.cpu().nonzero(as_tuple=True)
-        for ex in chunk:
-            ex["teacher_ids"] = [None] * len(ex["input_ids"])
-            ex["teacher_probs"] = [None] * len(ex["input_ids"])
         for n, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):
             chunk[row]["teacher_ids"][col + 1] = top_ids[n].tolist()
             chunk[row]["teacher_probs"][col + 1] = probs[n].tolist()
@@ -68,8 +68,8 @@ def collate_teacher(examples: list[dict], width: int) -> dict[str, torch.Tensor]
     ids = torch.zeros((len(examples), width, k), dtype=torch.long)
     probs = torch.zeros((len(examples), width, k), dtype=torch.float32)
     for row, ex in enumerate(examples):
-        for col, (tid, tp) in enumerate(zip(ex.get("teacher_ids") or [], ex.get("teacher_probs") or [])):
-            if tid is not None:
-                ids[row, col] = torch.tensor(tid)
-                probs[row, col] = torch.tensor(tp)
+        cols = [col for col, tid in enumerate(ex.get("teacher_ids") or []) if tid is not None]
+        if cols:  # one tensor per example, not one per token (this runs for every batch)
+            ids[row, cols] = torch.tensor([ex["teacher_ids"][c] for c in cols])
+            probs[row, cols] = torch.tensor([ex["teacher_probs"][c] for c in cols])
     return {"teacher_ids": ids, "teacher_probs": probs}

@@ -20,6 +20,16 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
+def labelled_logits(hidden: torch.Tensor, lm_head, labels: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(fp32 logits (N, V) of the N positions whose next token carries a label, or None when
+    there are none; keep (B, T-1) bool). Position t predicts labels[t + 1]."""
+    keep = labels[:, 1:].to(hidden.device) != IGNORE_INDEX  # (B, T-1) bool
+    if not keep.any():
+        return None, keep
+    picked = hidden[:, :-1, :][keep]  # (N, H): only labelled positions reach the projection
+    return lm_head(picked).float(), keep  # fp32 for a stable log-softmax
+
+
 def lm_loss(
     hidden: torch.Tensor,
     lm_head: Callable[[torch.Tensor], torch.Tensor],
@@ -38,19 +48,16 @@ def lm_loss(
     still divided by the token count (not the weight sum), so micro-batches add up as before.
     With no labelled token the loss is a zero that still carries a graph (backward is a no-op).
     """
-    shift_hidden = hidden[:, :-1, :]  # (B, T-1, H): position t ...
-    shift_labels = labels[:, 1:].to(hidden.device)  # (B, T-1): ... predicts token t+1
-    keep = shift_labels != IGNORE_INDEX  # (B, T-1) bool
-    n_tokens = int(keep.sum())
-    if n_tokens == 0:
+    logits, keep = labelled_logits(hidden, lm_head, labels)
+    if logits is None:
         return hidden.sum() * 0.0, 0
-    picked = shift_hidden[keep]  # (N, H): only labelled positions reach the projection
-    logits = lm_head(picked).float()  # (N, V), fp32 for a stable log-softmax
+    n_tokens = logits.shape[0]
+    targets = labels[:, 1:].to(hidden.device)[keep]  # (N,)
     if teacher_probs is None and example_weights is None:
-        return F.cross_entropy(logits, shift_labels[keep], reduction="mean"), n_tokens
-    per_token = F.cross_entropy(logits, shift_labels[keep], reduction="none")  # (N,)
+        return F.cross_entropy(logits, targets, reduction="mean"), n_tokens
+    log_q = F.log_softmax(logits, dim=-1)  # (N, V), once for both kinds of target
+    per_token = -log_q.gather(1, targets[:, None]).squeeze(1)  # (N,) hard targets
     if teacher_probs is not None:
-        log_q = F.log_softmax(logits, dim=-1)  # (N, V)
         probs = teacher_probs[:, 1:][keep].to(logits.dtype)  # (N, K)
         soft = -(probs * log_q.gather(1, teacher_ids[:, 1:][keep])).sum(-1)  # (N,)
         per_token = torch.where(probs.sum(-1) > 0, soft, per_token)

@@ -29,10 +29,10 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from deltatune.models.device import keep_trainable_fp32
 from deltatune.errors import DeltatuneError
 from deltatune.methods.adapter_files import AdapterFiles, read_adapter_files, write_adapter_files
 from deltatune.methods.modules import swap_module, wrappers
+from deltatune.models.device import keep_trainable_fp32
 from deltatune.methods.registry import MethodSpec, method_spec
 
 __all__ = [

@@ -67,14 +67,11 @@ def autocast_for(dtype: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
-def keep_trainable_fp32(model: torch.nn.Module) -> int:
-    """Upcast trainable low-precision parameters to fp32 (master weights); returns how many."""
-    count = 0
+def keep_trainable_fp32(model: torch.nn.Module) -> None:
+    """Upcast trainable low-precision parameters to fp32 (master weights)."""
     for param in model.parameters():
         if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
             param.data = param.data.float()
-            count += 1
-    return count
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -92,9 +92,7 @@ def save_checkpoint(run_dir, state: TrainState, model, optimizer, scheduler, kee
     torch.save(tensors, tmp / "rng.pt")
     payload = {**dataclasses.asdict(state), "rng": plain}
     (tmp / "state.json").write_text(json.dumps(payload))
-    _fsync_dir(tmp)
-    os.replace(tmp, final)  # the commit point
-    _fsync_dir(root)
+    _commit(tmp, final)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -110,10 +108,8 @@ def save_best(run_dir, model, step: int, val_loss: float) -> Path:
     tmp.mkdir()
     save_file(trainable_tensors(model), str(tmp / "trainable.safetensors"))
     (tmp / "best.json").write_text(json.dumps({"step": step, "val_loss": val_loss}))
-    _fsync_dir(tmp)
     shutil.rmtree(final, ignore_errors=True)  # same step again (resumed run): replace it
-    os.replace(tmp, final)
-    _fsync_dir(root)
+    _commit(tmp, final)
     for old in root.glob("best-step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
@@ -122,19 +118,24 @@ def save_best(run_dir, model, step: int, val_loss: float) -> Path:
 
 def best_weights(run_dir) -> tuple[Path, dict] | None:
     """(folder, {"step", "val_loss"}) of the kept best weights, or None."""
-    found = sorted((Path(run_dir) / "checkpoints").glob("best-step-*/best.json"))
+    found = [json.loads(p.read_text()) | {"path": p.parent}
+             for p in (Path(run_dir) / "checkpoints").glob("best-step-*/best.json")]
     if not found:
         return None
-    return found[-1].parent, json.loads(found[-1].read_text())
+    newest = max(found, key=lambda info: info["step"])  # normally the only one
+    return newest.pop("path"), newest
 
 
 def load_best(path, model) -> None:
     """Copy kept best weights into the model's trainable parameters."""
-    weights = load_file(str(Path(path) / "trainable.safetensors"))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
+    _load_trainable(path, model)
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Make a fully written `tmp` folder durable, then rename it to `final` (the commit point)."""
+    _fsync_dir(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -161,18 +162,7 @@ def latest_checkpoint(run_dir) -> Path | None:
 def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng: bool = True) -> TrainState:
     """Load trainable weights (+ optimiser, scheduler, RNG) from `path`; returns its TrainState."""
     path = Path(path)
-    weights = load_file(str(path / "trainable.safetensors"))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != set(params):
-        missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
-        raise DeltatuneError(
-            f"checkpoint {path} does not match the model's trainable parameters "
-            f"(missing {missing[:3]}, unexpected {extra[:3]}): was the method config changed? "
-            f"Resume with the config the run was started with."
-        )
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
+    _load_trainable(path, model)
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     if scheduler is not None:
@@ -188,3 +178,19 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng: bo
         kind, keys, pos, has_gauss, cached = rng["numpy"]
         np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     return TrainState(**payload)
+
+
+def _load_trainable(path: Path, model) -> None:
+    """Copy `path/trainable.safetensors` into the model's trainable parameters (same names)."""
+    weights = load_file(str(Path(path) / "trainable.safetensors"))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != set(params):
+        missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
+        raise DeltatuneError(
+            f"checkpoint {path} does not match the model's trainable parameters "
+            f"(missing {missing[:3]}, unexpected {extra[:3]}): was the method config changed? "
+            f"Resume with the config the run was started with."
+        )
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
