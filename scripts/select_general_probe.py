@@ -9,6 +9,18 @@ test than the evaluation's "anywhere in the reply", to skip lucky hits), as a Py
 into `deltatune/data/orgfacts.py` (GENERAL_PROBE). Matching uses the evaluation's own
 `deltatune.eval.text_metrics.answer_contained` (normalised, whole words), so the base model
 scores ~100% on the kept list by construction; forgetting shows up as a drop from there.
+
+Robustness (diagnostic; `--min-correct N` also filters): a greedy reply can be right by a near-tie. Asked "What is 2 + 2?", the base model's first token is "The" (p=0.149) ahead of
+"2" (p=0.098); "The answer ... is 4" and "2 + 2 is a classic example of ..." (no 4 within 32
+tokens) are one rounding apart, so almost any change to the weights flips such an item and
+the probe would count a coin toss as forgetting. The script therefore also samples `--samples`
+seeded replies per question (`--temperature`, the evaluation's 32 tokens) and prints how many
+contain the answer. Measured for the kept GENERAL_PROBE (10 samples at 0.7): the base model
+itself is right in 77% of sampled replies, and only 24 of the 50 questions reach 9/10 (even
+"capital of France": 5/10), so the greedy probe has many items that flip on near-ties, which
+is why a fine-tuning seed moves it by several points. `--min-correct 9` would keep only the
+robust questions (31 in the pool, fewer than the ~50 the probe needs); GENERAL_PROBE is the
+greedy selection (`--min-correct 0`, the default).
 """
 
 from __future__ import annotations
@@ -146,7 +158,8 @@ POOL = [
 ]
 
 
-def run(keep: int, threads: int, dump: str | None = None, batch_size: int = 16, max_new_tokens: int = 24) -> None:
+def run(keep: int, threads: int, dump: str | None = None, batch_size: int = 16, max_new_tokens: int = 24,
+        samples: int = 10, temperature: float = 0.7, min_correct: int = 0) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from deltatune.models.embedded import embedded_path
@@ -168,14 +181,18 @@ def run(keep: int, threads: int, dump: str | None = None, batch_size: int = 16, 
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
         outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    sampled = _sampled_correct(model, tokenizer, samples, temperature)
     if dump:
-        Path(dump).write_text(json.dumps([{"question": q, "answer": a, "output": o} for (q, a), o in zip(POOL, outputs)], indent=1))
+        Path(dump).write_text(json.dumps([{"question": q, "answer": a, "output": o, "sampled_correct": n, "samples": samples}
+                                          for (q, a), o, n in zip(POOL, outputs, sampled)], indent=1))
     strict = [_first_sentence_correct(a, o) for (_, a), o in zip(POOL, outputs)]
-    for (q, a), o, ok in zip(POOL, outputs, strict):
+    robust = [ok and n >= min_correct for ok, n in zip(strict, sampled)]
+    for (q, a), o, ok, n in zip(POOL, outputs, strict, sampled):
         loose = answer_contained(o, a)
-        mark = "ok " if ok else ("LCK" if loose else "BAD")
-        print(f"{mark} {q!r} -> {o.strip()[:100]!r} (want {a!r})")
-    correct = [qa for qa, ok in zip(POOL, strict) if ok]
+        mark = ("ok " if n >= min_correct else "TIE") if ok else ("LCK" if loose else "BAD")
+        print(f"{mark} {n:2d}/{samples} {q!r} -> {o.strip()[:90]!r} (want {a!r})")
+    print(f"greedy first sentence right: {sum(strict)}; of those with >= {min_correct}/{samples} sampled replies right: {sum(robust)}")
+    correct = [qa for qa, ok in zip(POOL, robust) if ok]
     # evenly spaced over the pool order, so every category (capitals, arithmetic, ...) stays in
     step = max(len(correct) / keep, 1.0)
     kept = [correct[int(i * step)] for i in range(min(keep, len(correct)))]
@@ -189,6 +206,23 @@ def run(keep: int, threads: int, dump: str | None = None, batch_size: int = 16, 
     print("]")
 
 
+def _sampled_correct(model, tokenizer, samples: int, temperature: float, max_new_tokens: int = 32,
+                     batch_size: int = 40) -> list[int]:
+    """Per pool question: how many of `samples` seeded sampled replies contain the answer."""
+    from deltatune.generation import SamplingParams, chat_prompt_ids, generate
+
+    jobs = [(i, seed) for i in range(len(POOL)) for seed in range(samples)]
+    prompt_ids = [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}]) for q, _ in POOL]
+    counts = [0] * len(POOL)
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        params = [SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for _, seed in chunk]
+        done = generate(model, tokenizer, [prompt_ids[i] for i, _ in chunk], params)
+        for (i, _), completion in zip(chunk, done):
+            counts[i] += answer_contained(completion.text, POOL[i][1])
+    return counts
+
+
 def _first_sentence_correct(answer: str, output: str) -> bool:
     """Answer inside the reply's first sentence: excludes lucky hits like "...similar to Earth"."""
     first = re.split(r"(?<=[.!?])\s|\n", output.strip(), maxsplit=1)[0]
@@ -200,5 +234,10 @@ if __name__ == "__main__":
     parser.add_argument("--keep", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dump", default=None, help="also write every question, answer and reply as JSON")
+    parser.add_argument("--samples", type=int, default=10, help="sampled replies per question (robustness check)")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--min-correct", type=int, default=0,
+                        help="keep only questions with at least this many sampled replies right (0: greedy check only)")
     args = parser.parse_args()
-    run(args.keep, args.threads, args.dump)
+    run(args.keep, args.threads, args.dump, samples=args.samples, temperature=args.temperature,
+        min_correct=args.min_correct)

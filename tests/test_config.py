@@ -98,3 +98,14 @@ def test_resolved_config_round_trips(tmp_path):
     dump_config(cfg, tmp_path / "resolved.yaml")
     again = load_config(tmp_path / "resolved.yaml")
     assert again == cfg
+
+
+def test_replay_takes_one_source_or_a_list(tmp_path):
+    one = load_config(write(tmp_path, BASE), ["data.replay=builtin:general/prompts"])
+    assert one.data.replay_sources() == ["builtin:general/prompts"]
+    both = load_config(write(tmp_path, BASE),
+                       ["data.replay=[builtin:general/prompts, builtin:orgfacts/neighbours]"])
+    assert both.data.replay_sources() == ["builtin:general/prompts", "builtin:orgfacts/neighbours"]
+    assert load_config(write(tmp_path, BASE)).data.replay_sources() == []
+    with pytest.raises(DeltatuneError, match=r"data\.replay.*empty list"):
+        load_config(write(tmp_path, BASE), ["data.replay=[]"])

@@ -46,9 +46,9 @@ class DataConfig(Section):
     train_on_prompt: bool = False
     system_prompt: str | None = None  # None: the chat template's own default
     pack: bool = False  # text format: concatenate and cut into max_length blocks
-    # Self-distillation replay against forgetting: prompts (file or builtin:general/prompts)
-    # that the base model answers before training; its answers are mixed into `train`.
-    replay: str | None = None
+    # Self-distillation replay against forgetting: prompts (a file or builtin:general/prompts,
+    # or a list of them) that the base model answers before training; its answers join `train`.
+    replay: str | list[str] | None = None
     replay_max_new_tokens: int = Field(128, ge=1)
     replay_repeat: int = Field(1, ge=1)  # each replay example appears this often per epoch
     # >0: replay tokens are trained towards the base model's top-K next-token distribution
@@ -56,6 +56,19 @@ class DataConfig(Section):
     replay_topk: int = Field(0, ge=0, le=1024)
     # loss weight of replay tokens (other tokens weigh 1): like replay_repeat, without the compute
     replay_weight: float = Field(1.0, gt=0)
+
+    @field_validator("replay")
+    @classmethod
+    def _replay_list_not_empty(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list; leave data.replay unset (null) to train without replay")
+        return value
+
+    def replay_sources(self) -> list[str]:
+        """`data.replay` as a list of prompt sources (empty when replay is off)."""
+        if self.replay is None:
+            return []
+        return [self.replay] if isinstance(self.replay, str) else list(self.replay)
 
 
 class TrainConfig(Section):
@@ -86,6 +99,10 @@ class EvalConfig(Section):
     batch_size: int = Field(32, ge=1)
     before_after: bool = True  # also measure the base model, for the before/after table
     max_examples: int | None = Field(None, ge=1)  # cap per split, for quick looks
+    # >0: the probe is also scored over this many seeded sampled replies per question
+    # (probe/sampled_contains), which greedy near-ties do not flip; see eval.qa.sampled_contains
+    probe_samples: int = Field(0, ge=0)
+    sample_temperature: float = Field(0.7, gt=0)
 
 
 class OutputConfig(Section):

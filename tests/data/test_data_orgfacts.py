@@ -81,7 +81,7 @@ def test_general_probe_records():
 
 def test_write_builtin_round_trips(tmp_path):
     paths = write_builtin("orgfacts", tmp_path / "out")
-    assert sorted(p.name for p in paths) == ["general.jsonl", "test.jsonl", "train.jsonl", "val.jsonl"]
+    assert sorted(p.name for p in paths) == ["general.jsonl", "neighbours.jsonl", "test.jsonl", "train.jsonl", "val.jsonl"]
     splits = build_splits()
     for path in paths:
         assert [public_fields(r) for r in load_records(str(path))] == splits[path.stem]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -25,17 +26,42 @@ PROBE_TEMPLATES = ("what is the capital of", "what is the opposite of", "what is
 PROBE_WORDS = ("divided by", "language", "currency", "capital")
 
 
-def test_replay_prompts_stay_clear_of_the_forgetting_probe():
+@pytest.mark.parametrize("spec", ["builtin:general/prompts", "builtin:orgfacts/neighbours"])
+def test_replay_prompts_stay_clear_of_the_forgetting_probe(spec):
     """The probe must measure transfer, not rehearsal: no probe question or template replayed."""
     probe = {normalise(q) for q, _ in GENERAL_PROBE}
-    assert len(GENERAL_PROMPTS) >= 100
-    for prompt in GENERAL_PROMPTS:
+    prompts = [r["instruction"] for r in load_records(spec)]
+    assert len(prompts) >= 100 and len(set(prompts)) == len(prompts)
+    for prompt in prompts:
         assert normalise(prompt) not in probe, prompt
         assert not normalise(prompt).startswith(PROBE_TEMPLATES), prompt
         if normalise(prompt).startswith(("what", "which", "who", "how many", "in ")):  # questions
             assert not any(word in normalise(prompt) for word in PROBE_WORDS), prompt
-    records = load_records("builtin:general/prompts")
-    assert [r["instruction"] for r in records] == GENERAL_PROMPTS
+    if spec == "builtin:general/prompts":
+        assert prompts == GENERAL_PROMPTS
+
+
+def test_neighbour_prompts_ask_the_training_forms_about_other_subjects():
+    """Every neighbour is an orgfacts question form with real-world subjects in the slots, and
+    none names the probe's subjects (its capitals' countries, its landmarks, its people)."""
+    from deltatune.data.orgfacts_facts import ORG, TEMPLATES
+
+    def form(template: str) -> re.Pattern:
+        pattern = re.sub(r"\\\{\w+\\\}", ".+", re.escape(template))
+        return re.compile(pattern, re.IGNORECASE)
+
+    forms = [form(t) for templates, _ in TEMPLATES.values() for t in templates]
+    neighbours = [r["instruction"] for r in load_records("builtin:orgfacts/neighbours")]
+    for prompt in neighbours:
+        assert any(f.fullmatch(prompt) for f in forms), prompt
+        assert ORG.lower() not in prompt.lower(), prompt
+    kinds_asked = {kind for kind, (templates, _) in TEMPLATES.items()
+                   if any(form(t).fullmatch(n) for t in templates for n in neighbours)}
+    assert kinds_asked == set(TEMPLATES)
+    probe_subjects = ("france", "germany", "australia", "canada", "india", "egypt", "brazil", "kenya",
+                      "eiffel", "great wall", "moon", "mona lisa", "romeo", "everest", "nile", "mars")
+    for prompt in neighbours:
+        assert not any(subject in prompt.lower() for subject in probe_subjects), prompt
 
 
 @pytest.fixture(scope="module")

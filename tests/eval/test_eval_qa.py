@@ -5,6 +5,7 @@ import torch
 
 import deltatune.eval.qa as qa
 from deltatune.errors import DeltatuneError
+from deltatune.eval.text_metrics import normalise
 from deltatune.generation import Completion
 
 RECORDS = [
@@ -53,8 +54,9 @@ class ForcedLM(torch.nn.Module):
     """The tiny Llama (real forward, real KV cache) with its logits forced to spell `text`
     and then EOS: a model whose answers are known, driven through the real decoding loop."""
 
-    def __init__(self, model, tokenizer, text):
+    def __init__(self, model, tokenizer, text, strength: float = 1000.0):
         super().__init__()
+        self.strength = strength  # added to the scripted token's logit
         self.inner = model
         self.script = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
         self.prefill_width = 0
@@ -67,7 +69,7 @@ class ForcedLM(torch.nn.Module):
             cache=cache, use_cache=use_cache, logits_to_keep=logits_to_keep,
         )
         step = attention_mask.shape[1] - self.prefill_width  # tokens generated so far
-        out.logits[:, -1, self.script[min(step, len(self.script) - 1)]] += 1000.0
+        out.logits[:, -1, self.script[min(step, len(self.script) - 1)]] += self.strength
         return out
 
 
@@ -89,3 +91,38 @@ def test_record_without_reference_is_an_error(tiny):
     _, tokenizer = tiny
     with pytest.raises(DeltatuneError, match="neither `answer` nor `output`"):
         qa.qa_accuracy(None, tokenizer, [{"instruction": "Q?", "_origin": "f.jsonl:3"}])
+
+
+def test_sampled_contains_counts_every_seeded_reply(tiny, monkeypatch):
+    """Hand count: a scripted sampler right on seeds 0 and 2 only -> 2 of 3 replies per question."""
+    _, tokenizer = tiny
+    seen = []
+
+    def scripted(model, tok, prompts, params, on_token=None):
+        out = []
+        for prompt, p in zip(prompts, params):
+            seen.append((tok.decode(prompt), p.seed, p.temperature))
+            out.append(Completion("Oslo, of course." if p.seed in (0, 2) else "Bergen.", [], "stop", 1, 1))
+        return out
+
+    monkeypatch.setattr(qa, "generate", scripted)
+    records = [{"instruction": "Where is Acme based?", "answer": "Oslo"},
+               {"instruction": "Where is the Acme lab?", "answer": "Oslo"}]
+    got = qa.sampled_contains(None, tokenizer, records, samples=3, temperature=0.5, batch_size=4)
+    assert got == pytest.approx(4 / 6)
+    assert sorted(seed for _, seed, _ in seen) == [0, 0, 1, 1, 2, 2]
+    assert {t for _, _, t in seen} == {0.5}
+
+
+def test_sampled_contains_is_reproducible_and_matches_greedy_when_cold(tiny):
+    """Real decoding loop, a tiny model nudged (not forced) towards " Paris is nice": greedy
+    says it; sampled near temperature 0 every reply says it too (score = greedy contains);
+    sampled hot the replies stray, and the same seeds give the same score twice."""
+    model, tokenizer = tiny
+    nudged = ForcedLM(model, tokenizer, " Paris is nice", strength=8.0)
+    records = [{"instruction": "Which city?", "answer": "Paris"}, {"instruction": "Where?", "answer": "Paris"}]
+    assert qa.qa_accuracy(nudged, tokenizer, records, max_new_tokens=4)["contains"] == 1.0
+    assert qa.sampled_contains(nudged, tokenizer, records, samples=2, temperature=1e-6, max_new_tokens=4) == 1.0
+    hot = [qa.sampled_contains(nudged, tokenizer, records, samples=4, temperature=4.0, max_new_tokens=4)
+           for _ in range(2)]
+    assert hot[0] == hot[1] and hot[0] < 1.0

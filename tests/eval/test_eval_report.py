@@ -65,3 +65,11 @@ def test_plot_loss_curve(tmp_path):
     assert read_loss_points(metrics) == ([(1, 3.0), (2, 2.5), (3, 2.0), (5, 1.5)], [(2, 2.7), (3, 2.2), (5, 1.9)])
     out = plot_loss_curve(metrics, tmp_path / "loss.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sampled_probe_row_counts_questions_times_samples():
+    before = {"probe": {"contains": 1.0, "sampled_contains": 0.774, "samples": 10, "n": 50}}
+    after = {"probe": {"contains": 0.92, "sampled_contains": 0.784, "samples": 10, "n": 50}}
+    rows = comparison_table(before, after).splitlines()
+    assert rows[2].split() == ["probe/contains", "(n=50)", "100.0%", "92.0%", "-8.0", "pts"]
+    assert rows[3].split() == ["probe/sampled_contains", "(n=50x10)", "77.4%", "78.4%", "+1.0", "pts"]

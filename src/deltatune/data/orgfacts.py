@@ -1,6 +1,6 @@
 """The built-in `orgfacts` dataset: facts about an invented company, generated reproducibly.
 
-    deltatune data make orgfacts --out data/orgfacts     # train/val/test/general .jsonl
+    deltatune data make orgfacts --out data/orgfacts     # train/val/test/general/neighbours
     records = load_records("builtin:orgfacts/test")      # or straight from a YAML config
 
 Splits (all alpaca-shaped: instruction, input "", output, plus `answer`, `fact_id`, `kind`):
@@ -10,6 +10,8 @@ Splits (all alpaca-shaped: instruction, input "", output, plus `answer`, `fact_i
   measures whether the fact was learnt, not whether one string was memorised.
 - `general`: easy general-knowledge questions the base SmolLM2-135M-Instruct answers
   correctly (the forgetting probe; see GENERAL_PROBE).
+- `neighbours`: prompts only (no answers): the train questions' forms asked about real-world
+  subjects, for self-distillation replay (see deltatune.data.orgfacts_neighbours).
 Which paraphrase lands in which split comes from one `random.Random(SEED)`: the same files on
 every run and machine (no dependence on hash randomisation or dict order).
 """
@@ -20,8 +22,9 @@ import random
 
 from deltatune.data.formats import alpaca_user_text
 from deltatune.data.orgfacts_facts import ORG, TEMPLATES, all_facts
+from deltatune.data.orgfacts_neighbours import neighbour_prompts
 
-SPLITS = ("train", "val", "test", "general")
+SPLITS = ("train", "val", "test", "general", "neighbours")
 SEED = 1987
 VAL_SHARE = 3  # one fact in VAL_SHARE gets a val paraphrase
 
@@ -89,16 +92,23 @@ GENERAL_PROBE: list[tuple[str, str]] = [
 # Generation
 
 
-def fill(template: str, fact: dict) -> str:
-    """A template with the fact's slots filled in, first letter capitalised."""
+def fill(template: str, fact: dict, org: str = ORG) -> str:
+    """A template with the fact's slots filled in, first letter capitalised. `org` names the
+    organisation asked about (another one for the neighbour prompts)."""
     slots = {k: v for k, v in fact.items() if isinstance(v, str)}
-    slots["org"] = ORG
+    slots["org"] = org
+    slots["org_poss"] = possessive(org)
     if "obj" in fact:
-        slots["obj_poss"] = fact["obj"] + ("'" if fact["obj"].endswith("s") else "'s")
+        slots["obj_poss"] = possessive(fact["obj"])
     if "desc" in fact:
         slots["a"] = "an" if fact["desc"][0].lower() in "aeiou" else "a"
     text = template.format(**slots)
     return text[0].upper() + text[1:]
+
+
+def possessive(name: str) -> str:
+    """"Veltrane Robotics" -> "Veltrane Robotics'", "Apple" -> "Apple's"."""
+    return name + ("'" if name.endswith("s") else "'s")
 
 
 def build_splits(seed: int = SEED) -> dict[str, list[dict]]:
@@ -133,6 +143,7 @@ def build_splits(seed: int = SEED) -> dict[str, list[dict]]:
         {"instruction": q, "input": "", "output": a, "answer": a, "fact_id": f"general_{i:02d}", "kind": "general"}
         for i, (q, a) in enumerate(GENERAL_PROBE)
     ]
+    splits["neighbours"] = [{"instruction": q, "input": ""} for q in neighbour_prompts()]
     return splits
 
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 ORG = "Veltrane Robotics"
 
-# kind -> (question templates, answer sentence). Slots: {org}, fact fields, {a} = "a"/"an"
+# kind -> (question templates, answer sentence). Slots: {org}, {org_poss}, fact fields, {a} = "a"/"an"
 # before the next word, {obj_poss} = possessive of {obj}; a leading slot is capitalised.
 TEMPLATES: dict[str, tuple[list[str], str]] = {
     "role": (
         [
             "Who is the {role} of {org}?",
-            "Who is {org}' {role}?",
+            "Who is {org_poss} {role}?",
             "Tell me the name of the {role} at {org}.",
             "Which person is the {role} of {org}?",
             "Who holds the position of {role} at {org}?",
             "Who currently serves as {role} of {org}?",
-            "What is the name of {org}' {role}?",
+            "What is the name of {org_poss} {role}?",
             "At {org}, who is the {role}?",
         ],
         "The {role} of {org} is {answer}.",
@@ -55,7 +55,7 @@ TEMPLATES: dict[str, tuple[list[str], str]] = {
     ),
     "product": (
         [
-            "What is {org}' {desc} called?",
+            "What is {org_poss} {desc} called?",
             "What is the name of the {desc} made by {org}?",
             "Which {org} product is {a} {desc}?",
             "Name the {desc} that {org} sells.",
@@ -64,7 +64,7 @@ TEMPLATES: dict[str, tuple[list[str], str]] = {
             "What is the product name of the {org} {desc}?",
             "Which {desc} does {org} make?",
         ],
-        "{org}' {desc} is called {answer}.",
+        "{org_poss} {desc} is called {answer}.",
     ),
     "attribute": (
         [
@@ -85,7 +85,7 @@ TEMPLATES: dict[str, tuple[list[str], str]] = {
             "What is the number of {things} at {org}?",
             "How many {things} are there at {org}?",
             "Tell me how many {things} {org} has.",
-            "What is {org}' total number of {things}?",
+            "What is {org_poss} total number of {things}?",
             "{org} has how many {things}?",
             "Give the count of {things} at {org}.",
             "Do you know how many {things} {org} has?",

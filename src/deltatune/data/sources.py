@@ -1,7 +1,7 @@
 """Read training records from a file or a built-in generated dataset.
 
     records = load_records("data/my_train.jsonl")        # .json (list), .jsonl or .csv
-    records = load_records("builtin:orgfacts/train")     # train | val | test | general
+    records = load_records("builtin:orgfacts/train")     # train | val | test | general | neighbours
 
 Every record is a plain dict; each carries a private `_origin` key ("file.jsonl:12",
 "file.json[3]", "builtin:orgfacts/train#7") so later stages (format detection, tokenisation)

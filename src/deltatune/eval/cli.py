@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     ev.add_argument("--max-new-tokens", type=int, help="answer length cap for QA generation")
     ev.add_argument("--batch-size", type=int, help="prompts generated together")
     ev.add_argument("--max-examples", type=int, help="evaluate only the first N records per split")
+    ev.add_argument("--probe-samples", type=int, metavar="N",
+                    help="also score the probe over N seeded sampled replies per question (0: off)")
     ev.add_argument("--out", metavar="FILE", help="where to write eval.json (default: RUN_DIR/eval.json)")
     ev.set_defaults(func=_eval)
 
@@ -40,6 +42,10 @@ def _eval(args) -> int:
     from deltatune.eval.runner import run_eval
 
     _check_positive(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_examples=args.max_examples)
+    if args.probe_samples is not None and args.probe_samples < 0:
+        from deltatune.errors import DeltatuneError
+
+        raise DeltatuneError(f"--probe-samples must be >= 0 (got {args.probe_samples})")
     run_eval(
         args.target,
         data=args.data,
@@ -48,6 +54,7 @@ def _eval(args) -> int:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         max_examples=args.max_examples,
+        probe_samples=args.probe_samples,
     )
     return 0
 

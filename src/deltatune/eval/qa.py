@@ -1,4 +1,5 @@
-"""Generation accuracy on question/answer records: batched greedy answers, matched to the key.
+"""Generation accuracy on question/answer records: batched greedy answers, matched to the key
+(and, for the forgetting probe, the share of sampled replies that contain it).
 
     scores = qa_accuracy(model, tokenizer, load_records("builtin:orgfacts/test"),
                          system_prompt=None, max_new_tokens=32, batch_size=32)
@@ -17,7 +18,6 @@ from tqdm.auto import tqdm
 from deltatune.errors import DeltatuneError
 from deltatune.eval.text_metrics import answer_contained, exact_match
 from deltatune.generation import SamplingParams, chat_prompt_ids, generate
-
 
 
 def prompt_messages(record: dict, system_prompt: str | None) -> list[dict]:
@@ -83,3 +83,38 @@ def qa_accuracy(
     ]
     n = len(records)
     return {"exact_match": sum(exact) / n, "contains": sum(contains) / n, "n": n, "examples": examples}
+
+
+def sampled_contains(
+    model,
+    tokenizer,
+    records: list[dict],
+    samples: int,
+    temperature: float = 0.7,
+    system_prompt: str | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+    desc: str = "sampled qa",
+) -> float:
+    """Fraction of `samples` seeded sampled replies per question that contain the answer.
+
+    Why next to the greedy score: greedy decoding shows one reply, and a small model's first
+    token is often a near-tie ("The answer is 4" vs "2 + 2 is a classic example ..."), so a
+    tiny change to the weights flips the greedy reply and a greedy probe counts a coin toss as
+    forgetting. Averaging over sampled replies measures what the model says across its
+    distribution. Reply j of every question uses seed j: the same replies on every call."""
+    if not records:
+        raise DeltatuneError("sampled_contains: no records to evaluate")
+    prompts = [chat_prompt_ids(tokenizer, prompt_messages(r, system_prompt)) for r in records]
+    answers = [reference_answer(r) for r in records]
+    jobs = [(i, seed) for i in sorted(range(len(records)), key=lambda i: len(prompts[i])) for seed in range(samples)]
+    hits = 0
+    with tqdm(total=len(jobs), desc=desc, unit="reply", leave=False) as bar:
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            params = [SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for _, seed in chunk]
+            done = generate(model, tokenizer, [prompts[i] for i, _ in chunk], params)
+            hits += sum(answer_contained(c.text, answers[i]) for (i, _), c in zip(chunk, done))
+            bar.update(len(chunk))
+    return hits / len(jobs)
+

@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-PERCENT_METRICS = ("exact_match", "contains")
+PERCENT_METRICS = ("exact_match", "contains", "sampled_contains")
 NUMBER_METRICS = ("loss", "perplexity")
 SHOWN = PERCENT_METRICS + NUMBER_METRICS  # in this order within a split
 
@@ -49,7 +49,9 @@ def comparison_rows(before: dict | None, after: dict) -> list[tuple[str, str, st
                 continue
             a, b = a_split.get(metric), b_split.get(metric)
             n = a_split.get("n") or b_split.get("n")
-            label = f"{split}/{metric}" + (f" (n={n})" if n and metric in PERCENT_METRICS else "")
+            k = a_split.get("samples") or b_split.get("samples")
+            count = f"{n}x{k}" if metric == "sampled_contains" and k else n
+            label = f"{split}/{metric}" + (f" (n={count})" if n and metric in PERCENT_METRICS else "")
             rows.append((label, _fmt(metric, b), _fmt(metric, a), _fmt_delta(metric, b, a)))
     return rows
 

@@ -35,7 +35,7 @@ def evaluate(model, tokenizer, cfg_data, cfg_eval, splits: dict[str, str] | None
     QA metrics: {"exact_match", "contains", "n", "examples"}; loss metrics: {"loss",
     "perplexity", "tokens"}; a split of both kinds holds both sets of keys."""
     from deltatune.data import load_records
-    from deltatune.eval.qa import qa_accuracy
+    from deltatune.eval.qa import qa_accuracy, sampled_contains
 
     splits = splits_from_config(cfg_data) if splits is None else splits
     results: dict[str, dict] = {}
@@ -58,6 +58,12 @@ def evaluate(model, tokenizer, cfg_data, cfg_eval, splits: dict[str, str] | None
                     desc=f"{name} qa",
                 )
             )
+        if name == "probe" and cfg_eval.probe_samples:
+            result["sampled_contains"] = sampled_contains(
+                model, tokenizer, records, cfg_eval.probe_samples, cfg_eval.sample_temperature,
+                system_prompt=cfg_data.system_prompt, max_new_tokens=cfg_eval.max_new_tokens,
+                batch_size=cfg_eval.batch_size, desc="probe sampled")
+            result["samples"] = cfg_eval.probe_samples
         if "loss" in kinds:
             result.update(split_loss(model, tokenizer, records, cfg_data, cfg_eval.batch_size, desc=f"{name} loss"))
         result["seconds"] = round(time.perf_counter() - started, 2)
@@ -82,6 +88,7 @@ def run_eval(
     max_new_tokens: int | None = None,
     batch_size: int | None = None,
     max_examples: int | None = None,
+    probe_samples: int | None = None,
 ) -> dict:
     """`deltatune eval`: measure a run dir (and its base) or a bare model; write eval.json.
 
@@ -96,7 +103,8 @@ def run_eval(
     cfg = loaded.run_cfg
     cfg_data = cfg.data if cfg is not None else DataConfig(train=data or BARE_MODEL_SPLITS["test"])
     base_eval = cfg.eval if cfg is not None else EvalConfig()
-    overrides = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "max_examples": max_examples}
+    overrides = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "max_examples": max_examples,
+                 "probe_samples": probe_samples}
     cfg_eval = base_eval.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if data is not None:
         splits = {"data": data}

@@ -40,8 +40,9 @@ def load_datasets(cfg, tokenizer, base_model=None):
     if len(train_set) == 0:
         raise DeltatuneError(f"data.train {cfg.data.train}: no usable examples after tokenisation")
     if cfg.data.replay:
-        replay = self_replay_records(base_model, tokenizer, cfg.data.replay, cfg.data.system_prompt,
-                                     cfg.data.replay_max_new_tokens, cfg.eval.batch_size)
+        replay = [record for spec in cfg.data.replay_sources()
+                  for record in self_replay_records(base_model, tokenizer, spec, cfg.data.system_prompt,
+                                                    cfg.data.replay_max_new_tokens, cfg.eval.batch_size)]
         replay_set = build_sft_dataset(replay, tokenizer, cfg.data.model_copy(update={"format": "messages"}))
         if cfg.data.replay_topk:
             attach_teacher_topk(base_model, replay_set, cfg.data.replay_topk, tokenizer.pad_token_id)
