@@ -33,7 +33,10 @@ VAL_SHARE = 3  # one fact in VAL_SHARE gets a val paraphrase
 # system prompt, greedy, 24 new tokens). 76 replies contained the answer by the evaluation's
 # `answer_contained`, 70 already in their first sentence (no lucky late hits); 50 of those 70,
 # evenly spaced over the pool's categories, are kept. The base model scores 100% here by
-# construction, so a fine-tuned model's drop below 100% is knowledge forgotten.
+# construction, so a fine-tuned model's drop below 100% is knowledge forgotten - or a near-tie
+# flipped: sampled at temperature 0.7 the base model is right in only 77% of its replies here
+# (the script prints per-question counts), so greedy answers to about half of these questions
+# turn on small margins. `eval.probe_samples` scores the probe over sampled replies as well.
 GENERAL_PROBE: list[tuple[str, str]] = [
     ("What is the capital of France?", "Paris"),
     ("What is the capital of Germany?", "Berlin"),
