@@ -206,21 +206,13 @@ def run(keep: int, threads: int, dump: str | None = None, batch_size: int = 16, 
     print("]")
 
 
-def _sampled_correct(model, tokenizer, samples: int, temperature: float, max_new_tokens: int = 32,
-                     batch_size: int = 40) -> list[int]:
-    """Per pool question: how many of `samples` seeded sampled replies contain the answer."""
-    from deltatune.generation import SamplingParams, chat_prompt_ids, generate
+def _sampled_correct(model, tokenizer, samples: int, temperature: float) -> list[int]:
+    """Per pool question: how many of `samples` seeded sampled replies (the evaluation's 32
+    tokens, default system prompt) contain the answer."""
+    from deltatune.eval.qa import sampled_hits
 
-    jobs = [(i, seed) for i in range(len(POOL)) for seed in range(samples)]
-    prompt_ids = [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}]) for q, _ in POOL]
-    counts = [0] * len(POOL)
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start : start + batch_size]
-        params = [SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for _, seed in chunk]
-        done = generate(model, tokenizer, [prompt_ids[i] for i, _ in chunk], params)
-        for (i, _), completion in zip(chunk, done):
-            counts[i] += answer_contained(completion.text, POOL[i][1])
-    return counts
+    records = [{"instruction": q, "answer": a} for q, a in POOL]
+    return sampled_hits(model, tokenizer, records, samples, temperature, max_new_tokens=32, batch_size=40)
 
 
 def _first_sentence_correct(answer: str, output: str) -> bool:

@@ -102,19 +102,36 @@ def sampled_contains(
     token is often a near-tie ("The answer is 4" vs "2 + 2 is a classic example ..."), so a
     tiny change to the weights flips the greedy reply and a greedy probe counts a coin toss as
     forgetting. Averaging over sampled replies measures what the model says across its
-    distribution. Reply j of every question uses seed j: the same replies on every call."""
+    distribution."""
+    hits = sampled_hits(model, tokenizer, records, samples, temperature, system_prompt, max_new_tokens, batch_size, desc)
+    return sum(hits) / (len(records) * samples)
+
+
+def sampled_hits(
+    model,
+    tokenizer,
+    records: list[dict],
+    samples: int,
+    temperature: float = 0.7,
+    system_prompt: str | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+    desc: str = "sampled qa",
+) -> list[int]:
+    """Per record: how many of `samples` sampled replies contain its answer. Reply j of every
+    question uses seed j, so the same model gives the same counts on every call."""
     if not records:
         raise DeltatuneError("sampled_contains: no records to evaluate")
     prompts = [chat_prompt_ids(tokenizer, prompt_messages(r, system_prompt)) for r in records]
     answers = [reference_answer(r) for r in records]
     jobs = [(i, seed) for i in sorted(range(len(records)), key=lambda i: len(prompts[i])) for seed in range(samples)]
-    hits = 0
+    hits = [0] * len(records)
     with tqdm(total=len(jobs), desc=desc, unit="reply", leave=False) as bar:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
             params = [SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for _, seed in chunk]
             done = generate(model, tokenizer, [prompts[i] for i, _ in chunk], params)
-            hits += sum(answer_contained(c.text, answers[i]) for (i, _), c in zip(chunk, done))
+            for (i, _), completion in zip(chunk, done):
+                hits[i] += answer_contained(completion.text, answers[i])
             bar.update(len(chunk))
-    return hits / len(jobs)
-
+    return hits
