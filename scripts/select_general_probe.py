@@ -10,7 +10,8 @@ into `deltatune/data/orgfacts.py` (GENERAL_PROBE). Matching uses the evaluation'
 `deltatune.eval.text_metrics.answer_contained` (normalised, whole words), so the base model
 scores ~100% on the kept list by construction; forgetting shows up as a drop from there.
 
-Robustness (diagnostic; `--min-correct N` also filters): a greedy reply can be right by a near-tie. Asked "What is 2 + 2?", the base model's first token is "The" (p=0.149) ahead of
+Robustness (diagnostic; `--min-correct N` also filters): a greedy reply can be right by a
+near-tie. Asked "What is 2 + 2?", the base model's first token is "The" (p=0.149) ahead of
 "2" (p=0.098); "The answer ... is 4" and "2 + 2 is a classic example of ..." (no 4 within 32
 tokens) are one rounding apart, so almost any change to the weights flips such an item and
 the probe would count a coin toss as forgetting. The script therefore also samples `--samples`

@@ -119,23 +119,21 @@ SUBJECTS: dict[str, list[dict]] = {
 
 
 def neighbour_prompts(seed: int = SEED) -> list[str]:
-    """The orgfacts templates filled with the real-world subjects above, in a fixed order."""
-    from deltatune.data.orgfacts import fill  # orgfacts imports this module for its splits
+    """The orgfacts templates filled with the real-world subjects above, in a fixed order.
+    A filled prompt whose first four words open a probe question ("In which city is ...") is
+    never picked."""
+    from deltatune.data.orgfacts import GENERAL_PROBE, fill  # orgfacts imports this module
+    from deltatune.eval.text_metrics import normalise
 
+    def opening(text: str) -> tuple[str, ...]:
+        return tuple(normalise(text).split()[:4])
+
+    probe_openings = {opening(q) for q, _ in GENERAL_PROBE}
     rng = random.Random(seed)
     prompts = []
     for kind, subjects in SUBJECTS.items():
         for subject in subjects:
             fact = {k: v for k, v in subject.items() if k != "org"}
             filled = [fill(t, fact, org=subject.get("org", "")) for t in TEMPLATES[kind][0]]
-            prompts += rng.sample([p for p in filled if not _opens_like_probe(p)], TEMPLATES_PER_SUBJECT)
+            prompts += rng.sample([p for p in filled if opening(p) not in probe_openings], TEMPLATES_PER_SUBJECT)
     return prompts
-
-
-def _opens_like_probe(prompt: str) -> bool:
-    """True when the prompt's first four words open a probe question ("In which city is")."""
-    from deltatune.data.orgfacts import GENERAL_PROBE
-    from deltatune.eval.text_metrics import normalise
-
-    opening = normalise(prompt).split()[:4]
-    return any(normalise(q).split()[:4] == opening for q, _ in GENERAL_PROBE)

@@ -61,8 +61,7 @@ def qa_accuracy(
     """{"exact_match", "contains", "n", "examples"} over `records` (fractions in [0, 1])."""
     if not records:
         raise DeltatuneError("qa_accuracy: no records to evaluate")
-    prompts = [chat_prompt_ids(tokenizer, prompt_messages(r, system_prompt)) for r in records]
-    answers = [reference_answer(r) for r in records]
+    prompts, answers = _questions(tokenizer, records, system_prompt)
     params = SamplingParams(max_new_tokens=max_new_tokens)
     order = sorted(range(len(records)), key=lambda i: len(prompts[i]))
     predictions: list[str] = [""] * len(records)
@@ -85,25 +84,16 @@ def qa_accuracy(
     return {"exact_match": sum(exact) / n, "contains": sum(contains) / n, "n": n, "examples": examples}
 
 
-def sampled_contains(
-    model,
-    tokenizer,
-    records: list[dict],
-    samples: int,
-    temperature: float = 0.7,
-    system_prompt: str | None = None,
-    max_new_tokens: int = 32,
-    batch_size: int = 32,
-    desc: str = "sampled qa",
-) -> float:
-    """Fraction of `samples` seeded sampled replies per question that contain the answer.
+def sampled_contains(model, tokenizer, records: list[dict], samples: int, **options) -> float:
+    """Fraction of `samples` seeded sampled replies per question that contain the answer
+    (`options`: those of `sampled_hits`).
 
     Why next to the greedy score: greedy decoding shows one reply, and a small model's first
     token is often a near-tie ("The answer is 4" vs "2 + 2 is a classic example ..."), so a
     tiny change to the weights flips the greedy reply and a greedy probe counts a coin toss as
     forgetting. Averaging over sampled replies measures what the model says across its
     distribution."""
-    hits = sampled_hits(model, tokenizer, records, samples, temperature, system_prompt, max_new_tokens, batch_size, desc)
+    hits = sampled_hits(model, tokenizer, records, samples, **options)
     return sum(hits) / (len(records) * samples)
 
 
@@ -121,9 +111,8 @@ def sampled_hits(
     """Per record: how many of `samples` sampled replies contain its answer. Reply j of every
     question uses seed j, so the same model gives the same counts on every call."""
     if not records:
-        raise DeltatuneError("sampled_contains: no records to evaluate")
-    prompts = [chat_prompt_ids(tokenizer, prompt_messages(r, system_prompt)) for r in records]
-    answers = [reference_answer(r) for r in records]
+        raise DeltatuneError("sampled replies: no records to evaluate")
+    prompts, answers = _questions(tokenizer, records, system_prompt)
     jobs = [(i, seed) for i in sorted(range(len(records)), key=lambda i: len(prompts[i])) for seed in range(samples)]
     hits = [0] * len(records)
     with tqdm(total=len(jobs), desc=desc, unit="reply", leave=False) as bar:
@@ -135,3 +124,9 @@ def sampled_hits(
                 hits[i] += answer_contained(completion.text, answers[i])
             bar.update(len(chunk))
     return hits
+
+
+def _questions(tokenizer, records: list[dict], system_prompt: str | None) -> tuple[list[list[int]], list[str]]:
+    """(chat prompt token ids, reference answer) per record."""
+    prompts = [chat_prompt_ids(tokenizer, prompt_messages(r, system_prompt)) for r in records]
+    return prompts, [reference_answer(r) for r in records]

@@ -60,7 +60,7 @@ def evaluate(model, tokenizer, cfg_data, cfg_eval, splits: dict[str, str] | None
             )
         if name == "probe" and cfg_eval.probe_samples:
             result["sampled_contains"] = sampled_contains(
-                model, tokenizer, records, cfg_eval.probe_samples, cfg_eval.sample_temperature,
+                model, tokenizer, records, cfg_eval.probe_samples, temperature=cfg_eval.sample_temperature,
                 system_prompt=cfg_data.system_prompt, max_new_tokens=cfg_eval.max_new_tokens,
                 batch_size=cfg_eval.batch_size, desc="probe sampled")
             result["samples"] = cfg_eval.probe_samples
