@@ -6,7 +6,7 @@ Runs the real embedded model on the candidate POOL below (chat template with its
 system prompt, greedy, batched with left padding, 24 new tokens) and prints the questions
 whose normalised answer is contained in the first sentence of the normalised output (a stricter
 test than the evaluation's "anywhere in the reply", to skip lucky hits), as a Python list to paste
-into `deltatune/data/orgfacts.py` (GENERAL_PROBE). Matching uses the evaluation's own
+into `deltatune/datasets/orgfacts.py` (GENERAL_PROBE). Matching uses the evaluation's own
 `deltatune.eval.text_metrics.answer_contained` (normalised, whole words), so the base model
 scores ~100% on the kept list by construction; forgetting shows up as a drop from there.
 

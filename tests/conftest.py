@@ -75,7 +75,7 @@ def orgfacts_slice_files(out_dir, fact_ids=ORGFACTS_SLICE) -> dict[str, str]:
     sampled into val); test: their held-out paraphrases — questions never trained on."""
     import json
 
-    from deltatune.data.orgfacts import build_splits
+    from deltatune.datasets.orgfacts import build_splits
 
     splits = build_splits()
     paths = {}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from deltatune.config import dump_config, load_config
+from deltatune.config import apply_override, dump_config, load_config, validate_config
 from deltatune.errors import DeltatuneError
 
 BASE = """\
@@ -109,3 +110,97 @@ def test_replay_takes_one_source_or_a_list(tmp_path):
     assert load_config(write(tmp_path, BASE)).data.replay_sources() == []
     with pytest.raises(DeltatuneError, match=r"data\.replay.*empty list"):
         load_config(write(tmp_path, BASE), ["data.replay=[]"])
+
+
+def config_error(raw: dict, *overrides: str) -> str:
+    """The DeltatuneError text for `raw` with dotted overrides applied."""
+    for item in overrides:
+        apply_override(raw, item)
+    with pytest.raises(DeltatuneError) as err:
+        validate_config(raw)
+    return str(err.value)
+
+
+def base_raw() -> dict:
+    return yaml.safe_load(BASE)
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [("learning_rate", "train.lr"), ("num_train_epochs", "train.epochs"),
+     ("per_device_train_batch_size", "train.batch_size"), ("micro_batch_size", "train.batch_size"),
+     ("gradient_accumulation_steps", "train.grad_accum"), ("lr_scheduler_type", "train.schedule"),
+     ("save_total_limit", "train.keep_checkpoints"), ("adam_beta1", "train.betas"),
+     ("lora_r", "method.r"), ("lora_rank", "method.r"), ("lora_alpha", "method.alpha"),
+     ("lora_target", "method.targets"), ("target_modules", "method.targets"),
+     ("cutoff_len", "data.max_length"), ("max_seq_length", "data.max_length"),
+     ("sequence_len", "data.max_length"), ("model_name_or_path", "model.name"),
+     ("output_dir", "output.dir"), ("train_on_inputs", "data.train_on_prompt"), ("stage", "recipe")],
+)
+@pytest.mark.parametrize("section", ["", "train"])
+def test_foreign_key_names_the_deltatune_key(name, key, section):
+    where = f"{section}.{name}" if section else name
+    msg = config_error(base_raw(), f"{where}=1")
+    assert f"unknown key '{where}' — deltatune calls this '{key}' (" in msg
+    assert "did you mean" not in msg
+
+
+def test_foreign_key_in_its_own_section_says_whose_name_it_is():
+    msg = config_error(base_raw(), "train.learning_rate=1e-4")
+    assert "unknown key 'train.learning_rate' — deltatune calls this 'train.lr' (Hugging Face Trainer" in msg
+    assert "LLaMA-Factory" in msg
+    msg = config_error(base_raw(), "method.lora_alpha=32")
+    assert "'method.lora_alpha' — deltatune calls this 'method.alpha'" in msg
+
+
+def test_warmup_steps_is_placed_at_top_level_and_valid_under_train():
+    msg = config_error(base_raw(), "warmup_steps=10")
+    assert "unknown key 'warmup_steps' — it belongs in the 'train' section: 'train.warmup_steps'" in msg
+    raw = base_raw()
+    apply_override(raw, "train.warmup_steps=10")
+    assert validate_config(raw).train.warmup_steps == 10
+
+
+def test_keys_without_an_equivalent_say_what_to_do_instead():
+    msg = config_error(base_raw(), "train.warmup_ratio=0.1")
+    assert "no equivalent" in msg and "train.warmup_steps" in msg
+    assert "chat template" in config_error(base_raw(), "data.template=llama3")
+    assert "model.dtype: bfloat16" in config_error(base_raw(), "bf16=true")
+
+
+def test_top_level_key_of_a_section_says_which_section():
+    assert "it belongs in the 'train' section: 'train.lr'" in config_error(base_raw(), "lr=1e-4")
+    assert "'data.max_length'" in config_error(base_raw(), "train.max_length=128")
+    msg = config_error(base_raw(), "batch_size=4")  # a key of train and of eval
+    assert "'train.batch_size' or 'eval.batch_size'" in msg
+    assert "it is a top-level key: 'recipe'" in config_error(base_raw(), "train.recipe=pt")
+
+
+def test_misspelt_key_suggests_only_a_key_of_its_own_section():
+    msg = config_error(base_raw(), "train.lrr=1e-4")
+    assert "unknown key 'train.lrr' — did you mean 'lr'?" in msg
+    msg = config_error(base_raw(), "data.epochz=2")  # close to train.epochs, but data has no such key
+    assert "did you mean 'epochs'" not in msg and "valid keys here: train, val" in msg
+    msg = config_error(base_raw(), "method.rr=8")
+    assert "unknown key 'method.rr' — did you mean 'r'?" in msg
+
+
+def test_method_key_of_another_method_names_the_method_that_has_it():
+    raw = base_raw()
+    raw["method"] = {"name": "full"}
+    msg = config_error(raw, "method.lora_r=8")
+    assert "deltatune calls this 'method.r'" in msg and "method.name: lora" in msg
+
+
+def test_union_tags_in_error_locations_are_not_shown():
+    """pydantic puts a union tag ('lora', 'LoraConfig') into `method` locations; it is no key."""
+    from pydantic import ValidationError
+
+    from deltatune import config
+
+    raw = base_raw()
+    raw["method"]["rr"] = 8
+    for tag in ("lora", "LoraConfig"):
+        err = ValidationError.from_exception_data(
+            "Config", [{"type": "extra_forbidden", "loc": ("method", tag, "rr"), "input": 8}])
+        assert "unknown key 'method.rr' — did you mean 'r'?" in config._explain(err, raw, "cfg")

@@ -4,20 +4,25 @@
 
 Every section is a pydantic model with `extra="forbid"`: an unknown key is an error naming
 the key, where it sits and the closest valid key. Ranges (lr > 0, batch >= 1, ...) are checked
-at load, before anything is trained or written. The `method` section is validated by the
-config class its `name` picks in `deltatune.methods.registry`.
+at load, before anything is trained or written. The `method` section is the union of the
+registry's method configs (`deltatune.methods.registry.MethodConfig`), picked by `name`; the
+valid `recipe` values are the keys of `deltatune.recipes.RECIPES`.
 """
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from deltatune.config_aliases import Alias, lookup
 from deltatune.errors import DeltatuneError
+from deltatune.methods.lora.config import LoraConfig
+from deltatune.methods.registry import METHODS, MethodConfig
+from deltatune.recipes import RECIPES
 
 
 class Section(BaseModel):
@@ -52,7 +57,7 @@ class DataConfig(Section):
     replay_max_new_tokens: int = Field(128, ge=1)
     replay_repeat: int = Field(1, ge=1)  # each replay example appears this often per epoch
     # >0: replay tokens are trained towards the base model's top-K next-token distribution
-    # (logit distillation) instead of only its greedy token; see deltatune.data.distill
+    # (logit distillation) instead of only its greedy token; see deltatune.replay.teacher
     replay_topk: int = Field(0, ge=0, le=1024)
     # loss weight of replay tokens (other tokens weigh 1): like replay_repeat, without the compute
     replay_weight: float = Field(1.0, gt=0)
@@ -110,29 +115,35 @@ class OutputConfig(Section):
 
 
 class Config(Section):
-    recipe: Literal["sft", "pt"] = "sft"
+    recipe: str = "sft"  # a key of deltatune.recipes.RECIPES
     model: ModelConfig = ModelConfig()
-    method: Any = None  # validated into the method's own config class below
+    # one of the registry's method configs, picked by `name` (a typed union: a bad method key
+    # is a config error at load time, naming the key)
+    method: MethodConfig = LoraConfig()
     data: DataConfig
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
 
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, value: str) -> str:
+        if value not in RECIPES:
+            raise ValueError(f"unknown recipe {value!r}; known: {', '.join(RECIPES)}")
+        return value
+
     @field_validator("method", mode="before")
     @classmethod
-    def _method_by_name(cls, value: Any) -> Any:
-        from deltatune.methods.registry import METHODS
-
+    def _method_has_known_name(cls, value: Any) -> Any:
         if value is None:
-            value = {"name": "lora"}
+            return {"name": "lora"}
         if isinstance(value, BaseModel):
             return value
         if not isinstance(value, dict) or "name" not in value:
-            raise ValueError(f"method must be a mapping with a `name` (one of {sorted(METHODS)})")
-        spec = METHODS.get(value["name"])
-        if spec is None:
-            raise ValueError(f"unknown method.name {value['name']!r}; known: {sorted(METHODS)}")
-        return spec.config_cls.model_validate(value)
+            raise ValueError(f"method must be a mapping with a `name` (one of {', '.join(METHODS)})")
+        if value["name"] not in METHODS:
+            raise ValueError(f"unknown method.name {value['name']!r}; known: {', '.join(METHODS)}")
+        return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,12 +211,10 @@ def load_run_config(run_dir: str | Path) -> Config:
 def _explain(err: ValidationError, raw: dict, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for problem in err.errors():
-        loc = [str(p) for p in problem["loc"] if not str(p).startswith("function-")]
-        # pydantic puts the sub-model class name into the path of the `method` union; drop it.
-        loc = [p for p in loc if not p[:1].isupper()]
+        loc, section_cls = _user_loc([str(p) for p in problem["loc"]], raw)
         where = ".".join(loc) or "(top level)"
         if problem["type"] == "extra_forbidden":
-            hint = _closest(loc, raw)
+            hint = _closest(loc, section_cls, raw)
             lines.append(f"  unknown key '{where}'{hint}")
         elif problem["type"] == "missing":
             lines.append(f"  missing required key '{where}'")
@@ -215,20 +224,131 @@ def _explain(err: ValidationError, raw: dict, source: str) -> str:
     return "\n".join(lines)
 
 
-def _closest(loc: list[str], raw: dict) -> str:
-    """' — did you mean X?' for an unknown key, from the fields valid at that place."""
-    section_cls: type[BaseModel] = Config
-    if len(loc) > 1:
-        if loc[0] == "method":
-            from deltatune.methods.registry import METHODS
+def _user_loc(loc: list[str], raw: dict) -> tuple[list[str], type[BaseModel] | None]:
+    """An error location as the user wrote it, and the section class that holds its last key.
 
-            spec = METHODS.get((raw.get("method") or {}).get("name", ""))
-            section_cls = spec.config_cls if spec else None
-        else:
-            field = Config.model_fields.get(loc[0])
-            section_cls = getattr(field, "annotation", None) if field else None
-    if not (isinstance(section_cls, type) and issubclass(section_cls, BaseModel)):
+    Walks the sections from `Config` down. A part that is no field of the section being walked
+    is pydantic's, not the user's (a union tag such as 'lora' or 'LoraConfig' in the `method`
+    section, 'function-after[...]'), and is dropped; the last part is kept: it is the key."""
+    kept: list[str] = []
+    section: type[BaseModel] | None = Config
+    holder: type[BaseModel] | None = Config
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if section is None:  # inside a plain value (list, mapping): keep indices, drop type names
+            if not (part[:1].isupper() or part.startswith("function-")):
+                kept.append(part)
+        elif part in section.model_fields:
+            kept.append(part)
+            holder = section
+            if section is Config and part == "method":
+                section = _method_cls(raw, tag=None if last else loc[i + 1])
+            else:
+                section = _model_class(section.model_fields[part].annotation)
+        elif last:
+            kept.append(part)
+            holder = section
+    return kept, holder
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The section class a field holds (`X` or `X | None`), None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _method_cls(raw: dict, tag: str | None = None) -> type[BaseModel] | None:
+    """The config class of the method the raw `method.name` picks (else the one pydantic's union
+    tag names: a method name or its class name). Only `METHODS[name].config_cls` is relied on."""
+    from deltatune.methods.registry import METHODS
+
+    method = raw.get("method")
+    name = method.get("name") if isinstance(method, dict) else None
+    classes = {n: getattr(spec, "config_cls", None) for n, spec in METHODS.items()}
+    for wanted in (name, tag):
+        if not isinstance(wanted, str):
+            continue
+        for method_name, cls in classes.items():
+            if wanted in (method_name, getattr(cls, "__name__", None)) and _model_class(cls):
+                return cls
+    return None
+
+
+def _sections(raw: dict) -> dict[str, type[BaseModel]]:
+    """Every section's config class by its name; `method`'s is the one its `name` picks."""
+    found = {}
+    for name, field in Config.model_fields.items():
+        cls = _method_cls(raw) if name == "method" else _model_class(field.annotation)
+        if cls is not None:
+            found[name] = cls
+    return found
+
+
+def _closest(loc: list[str], section_cls: type[BaseModel] | None, raw: dict) -> str:
+    """' — ...' for an unknown key: the deltatune name of a foreign one (config_aliases), the
+    section a misplaced key belongs in, else the nearest key of the same section only."""
+    key, here = (loc[-1], ".".join(loc[:-1])) if loc else ("", "")
+    alias = lookup(key)
+    if alias is not None:
+        return _alias_hint(key, here, alias, raw)
+    homes = [f"{name}.{key}" for name, cls in _sections(raw).items() if key in cls.model_fields and name != here]
+    if homes:
+        return _belongs(homes, raw)
+    if here and key in Config.model_fields:
+        return f" — it is a top-level key: '{key}'"
+    if here == "method" and _method_owners(key):
+        return _not_this_method(key, raw)
+    if section_cls is None:
         return ""
-    match = difflib.get_close_matches(loc[-1], list(section_cls.model_fields), n=1, cutoff=0.5)
-    valid = ", ".join(section_cls.model_fields)
-    return f" — did you mean '{match[0]}'?" if match else f" — valid keys here: {valid}"
+    fields = list(section_cls.model_fields)
+    match = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
+    return f" — did you mean '{match[0]}'?" if match else f" — valid keys here: {', '.join(fields)}"
+
+
+def _alias_hint(key: str, here: str, alias: Alias, raw: dict) -> str:
+    """The message for a key name another tool uses (a row of `config_aliases.ALIASES`)."""
+    note = f"; {alias.note}" if alias.note else ""
+    if alias.key is None:
+        return f" — deltatune has no equivalent of this {alias.origin} key{note}"
+    section, _, field = alias.key.rpartition(".")
+    if field != key:
+        return f" — deltatune calls this '{alias.key}' ({alias.origin} name)" + _method_note(alias.key, raw) + note
+    if section == here:  # only in `method`: the deltatune name, but the chosen method lacks it
+        return _not_this_method(field, raw)
+    return _belongs([alias.key], raw)
+
+
+def _belongs(homes: list[str], raw: dict) -> str:
+    """' — it belongs in ...' for a key written outside the section(s) that have it."""
+    if len(homes) > 1:
+        return " — it belongs in a section: " + " or ".join(f"'{h}'" for h in homes)
+    section = homes[0].rpartition(".")[0]
+    return f" — it belongs in the '{section}' section: '{homes[0]}'" + _method_note(homes[0], raw)
+
+
+def _method_note(dotted: str, raw: dict) -> str:
+    """', a key of method.name: X' for a `method.` key the chosen method lacks ('' otherwise)."""
+    section, _, field = dotted.rpartition(".")
+    current = _method_cls(raw)
+    if section != "method" or (current is not None and field in current.model_fields):
+        return ""
+    owners = _method_owners(field)
+    return f", a key of method.name: {' or '.join(owners)}" if owners else ", which no installed method has"
+
+
+def _not_this_method(field: str, raw: dict) -> str:
+    method = raw.get("method")
+    name = method.get("name") if isinstance(method, dict) else None
+    owners = _method_owners(field)
+    has = f"method.name: {' or '.join(owners)} has it" if owners else "no installed method has it"
+    return f" — method {name!r} has no such key; {has}"
+
+
+def _method_owners(field: str) -> list[str]:
+    """The methods whose config class has `field` (only `METHODS[name].config_cls` is relied on)."""
+    from deltatune.methods.registry import METHODS
+
+    return [name for name, spec in METHODS.items()
+            if field in getattr(getattr(spec, "config_cls", None), "model_fields", {})]

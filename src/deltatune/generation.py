@@ -19,13 +19,13 @@ Used by evaluation (batched greedy QA) and by the server (streaming through `on_
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import torch
 
 from deltatune.errors import DeltatuneError
+from deltatune.forward import next_token_logits
 
 OnToken = Callable[[int, str], None]  # (prompt index, new text) for streaming
 
@@ -256,30 +256,15 @@ def generate(
     return [req.completion() for req in requests]
 
 
-def _cache_kwarg(model) -> str:
-    """transformers 5.2x renamed `past_key_values` to `cache` (old name deprecated); models
-    with custom forwards may still use the old one. Drop the fallback once 5.40 is the floor."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _decode_loop(model, tokenizer, requests, input_ids, mask, positions, eos_ids, on_token) -> None:
     """Prefill, then one token per step until every request has finished."""
     active = list(requests)  # rows of the current batch, in order
-    cache_arg = _cache_kwarg(model)
     cache = None
     while active:
-        out = model(
-            input_ids=input_ids,  # (B, T) at prefill, (B, 1) afterwards
-            attention_mask=mask,  # (B, past + T)
-            position_ids=positions,  # (B, T)
-            use_cache=True,
-            logits_to_keep=1,  # only the last position's vocabulary projection is needed
-            **{cache_arg: cache},
-        )
-        # the output field follows the same rename (5.17 takes `cache=` but returns past_key_values)
-        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        next_tokens = _choose_tokens(out.logits[:, -1, :].float(), active)  # (B,) as a list
+        # input (B, T) at prefill, (B, 1) afterwards; mask (B, past + T); positions (B, T).
+        # Only the last position goes through the vocabulary projection.
+        logits, cache = next_token_logits(model, input_ids, mask, positions, cache)  # (B, V)
+        next_tokens = _choose_tokens(logits, active)  # (B,) as a list
         for req, token in zip(active, next_tokens):
             req.add(token, tokenizer, eos_ids, on_token)
 

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import torch
 
 from deltatune.data.batching import BucketedBatches, collate, padding_fraction, random_batches
+from deltatune.data.labels import IGNORE_INDEX
 from deltatune.data.sources import load_records
-from deltatune.data.tokenize import IGNORE, build_sft_dataset
+from deltatune.data.tokenize import build_sft_dataset
 
 
 def fake_dataset(n: int = 1000, seed: int = 0) -> list[dict]:
@@ -49,9 +50,9 @@ def test_bucketing_on_orgfacts(tok):
 
 
 def test_collate_right_pads():
-    examples = [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+    examples = [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]}, {"input_ids": [8], "labels": [8]}]
     batch = collate(examples, pad_id=0)
     assert batch["input_ids"].dtype == torch.long
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]

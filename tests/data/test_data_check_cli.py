@@ -19,12 +19,12 @@ def run_cli(argv):
     return args.func(args)
 
 
-def test_check_report(write, smollm2_tokenizer_dir):
+def test_check_report(write, tok):
     rows = [{"instruction": "Say hi", "output": "Hello there."}] + [
         {"instruction": "word " * n, "output": "ok"} for n in (5, 20, 200)
     ]
     path = write("d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    report = check_data(str(path), str(smollm2_tokenizer_dir), max_length=128)
+    report = check_data(str(path), tok, max_length=128)
     assert "format:          alpaca (detected)" in report
     assert "records:         4" in report
     assert "examples:        3" in report  # the 200-word prompt leaves no response

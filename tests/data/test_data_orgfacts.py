@@ -9,10 +9,11 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 
-from deltatune.data.orgfacts import GENERAL_PROBE, build_splits, qa_prompt_messages
-from deltatune.data.sources import write_builtin
-from deltatune.data.orgfacts_facts import all_facts
+from deltatune.data import qa_prompt_messages
 from deltatune.data.sources import load_records, public_fields
+from deltatune.datasets import BUILTINS, write_builtin
+from deltatune.datasets.orgfacts import GENERAL_PROBE, build_splits
+from deltatune.datasets.orgfacts_facts import all_facts
 from deltatune.eval.text_metrics import answer_contained
 
 SLOT_KEYS = ("role", "event", "thing", "desc", "attr", "obj", "things")
@@ -25,7 +26,7 @@ def normalize(text: str) -> str:
 
 def test_reproducible_in_process_and_across_hash_seeds(tmp_path):
     assert build_splits() == build_splits()
-    code = "import json; from deltatune.data.orgfacts import build_splits; print(json.dumps(build_splits()))"
+    code = "import json; from deltatune.datasets.orgfacts import build_splits; print(json.dumps(build_splits()))"
     outs = []
     for hash_seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
@@ -85,6 +86,14 @@ def test_write_builtin_round_trips(tmp_path):
     splits = build_splits()
     for path in paths:
         assert [public_fields(r) for r in load_records(str(path))] == splits[path.stem]
+
+
+def test_every_builtin_spec_loads_through_the_one_table():
+    splits = build_splits()
+    assert sorted(BUILTINS) == sorted([f"builtin:orgfacts/{s}" for s in splits] + ["builtin:general/prompts"])
+    for spec, make in BUILTINS.items():
+        records = load_records(spec)
+        assert [public_fields(r) for r in records] == make() and records[0]["_origin"] == f"{spec}#0"
 
 
 def test_qa_prompt_messages():

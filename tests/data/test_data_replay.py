@@ -8,11 +8,11 @@ import re
 import pytest
 import torch
 
-from deltatune.data import replay
-from deltatune.data.general_prompts import GENERAL_PROMPTS
-from deltatune.data.orgfacts import GENERAL_PROBE
-from deltatune.data.replay import self_replay_records
 from deltatune.data.sources import load_records
+from deltatune.datasets.general_prompts import GENERAL_PROMPTS
+from deltatune.datasets.orgfacts import GENERAL_PROBE
+from deltatune.replay import answers
+from deltatune.replay.answers import self_replay_records
 from deltatune.errors import DeltatuneError
 from deltatune.eval.text_metrics import normalise
 
@@ -44,7 +44,7 @@ def test_replay_prompts_stay_clear_of_the_forgetting_probe(spec):
 def test_neighbour_prompts_ask_the_training_forms_about_other_subjects():
     """Every neighbour is an orgfacts question form with real-world subjects in the slots, and
     none names the probe's subjects (its capitals' countries, its landmarks, its people)."""
-    from deltatune.data.orgfacts_facts import ORG, TEMPLATES
+    from deltatune.datasets.orgfacts_facts import ORG, TEMPLATES
 
     def form(template: str) -> re.Pattern:
         pattern = re.sub(r"\\\{\w+\\\}", ".+", re.escape(template))
@@ -93,7 +93,7 @@ def test_replay_answers_are_the_base_models_own_and_cached(smollm2, tmp_path, mo
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cached replay must not be generated again")
 
-    monkeypatch.setattr(replay, "_generate", must_not_run)
+    monkeypatch.setattr(answers, "_generate", must_not_run)
     assert [r["messages"] for r in self_replay_records(model, tokenizer, str(prompts), max_new_tokens=48)] == \
         [r["messages"] for r in records]
     with torch.no_grad():  # other weights -> other key -> generated again

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from deltatune.data.labels import IGNORE_INDEX
 from deltatune.data.tokenize import (
-    IGNORE,
     _labels_from_offsets,
     build_sft_dataset,
     build_text_dataset,
@@ -27,12 +27,12 @@ def cfg(**kw):
 
 
 def trained_text(tok, example):
-    return tok.decode([t for t, lab in zip(example["input_ids"], example["labels"]) if lab != IGNORE])
+    return tok.decode([t for t, lab in zip(example["input_ids"], example["labels"]) if lab != IGNORE_INDEX])
 
 
 def trained_spans(example):
     """Number of maximal runs of trained positions."""
-    flags = [lab != IGNORE for lab in example["labels"]]
+    flags = [lab != IGNORE_INDEX for lab in example["labels"]]
     return sum(1 for i, f in enumerate(flags) if f and (i == 0 or not flags[i - 1]))
 
 
@@ -41,8 +41,8 @@ def test_single_turn_mask_is_answer_plus_end_token(tok):
     ex = ds.examples[0]
     assert trained_text(tok, ex) == "Hello there.<|im_end|>"
     assert ex["input_ids"][-1] == tok.eos_token_id and ex["labels"][-1] == tok.eos_token_id
-    n_trained = sum(lab != IGNORE for lab in ex["labels"])
-    assert all(lab == IGNORE for lab in ex["labels"][:-n_trained])  # the prompt is masked
+    n_trained = sum(lab != IGNORE_INDEX for lab in ex["labels"])
+    assert all(lab == IGNORE_INDEX for lab in ex["labels"][:-n_trained])  # the prompt is masked
     assert ex["labels"][-n_trained:] == ex["input_ids"][-n_trained:]
     # ids == tokenising the template's full rendering (minus its trailing newline)
     conv = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hello there."}]
@@ -107,7 +107,7 @@ def test_truncation_counts_and_drops(tok):
     ds = build_sft_dataset([long_prompt, long_answer, fine], tok, cfg(max_length=64))
     assert ds.stats["truncated"] == 2 and ds.stats["dropped"] == 1 and ds.stats["count"] == 2
     assert max(ds.lengths) == 64 and ds.stats["lengths"] == ds.lengths
-    assert ds.stats["trained_tokens"] == sum(sum(lab != IGNORE for lab in e["labels"]) for e in ds.examples)
+    assert ds.stats["trained_tokens"] == sum(sum(lab != IGNORE_INDEX for lab in e["labels"]) for e in ds.examples)
 
 
 def test_all_truncated_or_empty_is_an_error(tok):

@@ -1,5 +1,7 @@
 """qa_accuracy: hand-counted scores with a scripted generator, and end to end on the tiny model."""
 
+import copy
+
 import pytest
 import torch
 
@@ -52,25 +54,31 @@ def test_hand_counted_scores_with_scripted_generation(tiny, monkeypatch):
 
 class ForcedLM(torch.nn.Module):
     """The tiny Llama (real forward, real KV cache) with its logits forced to spell `text`
-    and then EOS: a model whose answers are known, driven through the real decoding loop."""
+    and then EOS: a model whose answers are known, driven through the real decoding loop and
+    deltatune's forward path (decoder, then the output head)."""
 
     def __init__(self, model, tokenizer, text, strength: float = 1000.0):
         super().__init__()
         self.strength = strength  # added to the scripted token's logit
-        self.inner = model
+        self.inner = copy.deepcopy(model)  # the hook below must not reach the shared fixture
         self.script = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-        self.prefill_width = 0
+        self.step = 0  # decoding steps since the prefill
+        self.inner.get_decoder().register_forward_pre_hook(self._count_steps, with_kwargs=True)
 
-    def forward(self, input_ids, attention_mask, position_ids, cache=None, use_cache=True, logits_to_keep=0):
-        if cache is None:
-            self.prefill_width = input_ids.shape[1]
-        out = self.inner(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            cache=cache, use_cache=use_cache, logits_to_keep=logits_to_keep,
-        )
-        step = attention_mask.shape[1] - self.prefill_width  # tokens generated so far
-        out.logits[:, -1, self.script[min(step, len(self.script) - 1)]] += self.strength
-        return out
+    def _count_steps(self, module, args, kwargs):
+        cache = kwargs.get("cache")
+        self.step = 0 if cache is None or cache.get_seq_length() == 0 else self.step + 1
+
+    def get_decoder(self):
+        return self.inner.get_decoder()
+
+    def get_output_embeddings(self):
+        def forced_head(hidden):
+            logits = self.inner.get_output_embeddings()(hidden).clone()
+            logits[..., self.script[min(self.step, len(self.script) - 1)]] += self.strength
+            return logits
+
+        return forced_head
 
 
 def test_end_to_end_with_a_forced_tiny_model(tiny):

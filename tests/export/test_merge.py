@@ -98,7 +98,7 @@ def test_peft_export_loads_in_peft(lora_run, tmp_path, tiny_llama_dir):
 def test_peft_export_of_full_run_is_refused(run_factory, tmp_path):
     run = tmp_path / "run"
     run_factory(run, {"name": "full"})
-    with pytest.raises(DeltatuneError, match="LoRA-family adapters only"):
+    with pytest.raises(DeltatuneError, match="no peft layout"):
         export_peft(run, tmp_path / "peft")
     assert not (tmp_path / "peft").exists()
 
@@ -129,10 +129,16 @@ def test_existing_output_is_not_overwritten(lora_run, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-def test_quantised_base_is_refused_at_the_merge_seam():
-    cfg = SimpleNamespace(method=SimpleNamespace(name="qlora"), model=SimpleNamespace(name="m"))
-    with pytest.raises(DeltatuneError, match="dequantised"):
-        load_base_for_merge(cfg)
+def test_merge_loads_the_base_the_way_the_method_says(monkeypatch):
+    """The merge seam: a method's own `load_base` (e.g. a quantised base) is what merging folds into."""
+    from dataclasses import replace
+
+    from deltatune.methods import registry
+
+    calls = []
+    monkeypatch.setitem(registry.METHODS, "lora", replace(registry.METHODS["lora"], load_base=lambda m, device: calls.append((m, device)) or "loaded"))
+    cfg = SimpleNamespace(method=SimpleNamespace(name="lora"), model=SimpleNamespace(name="m"))
+    assert load_base_for_merge(cfg) == "loaded" and calls == [(cfg.model, "cpu")]
 
 
 def test_cli_merge_and_export(lora_run, tmp_path, capsys):

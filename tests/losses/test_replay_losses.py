@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from deltatune.data import build_sft_dataset
 from deltatune.data.batching import collate
-from deltatune.data.distill import attach_teacher_topk
 from deltatune.losses.lm import lm_loss, model_lm_loss
+from deltatune.replay.teacher import attach_teacher_topk
 
 
 def _toy(n=2, t=5, v=11, h=4, seed=0):

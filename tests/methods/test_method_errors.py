@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM
 from deltatune.config import validate_config
 from deltatune.errors import DeltatuneError
 from deltatune.methods import core
+from deltatune.methods.modules import wrappers
 from deltatune.methods.freeze import FreezeConfig
 from deltatune.methods.lora import LoraConfig
 from deltatune.methods.modules import find_block_list, match_linear_targets
@@ -38,7 +39,7 @@ def test_lora_targets_matching_nothing_list_the_modules_that_exist(base, targets
     assert "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj" in msg
     assert msg.count("q_proj") <= 3, "names must be deduplicated across layers"
     assert all(p.requires_grad for p in model.parameters()), "a failed apply must leave the model as it was"
-    assert not core.wrappers(model)
+    assert not wrappers(model)
 
 
 def test_all_linear_skips_the_tied_output_head(base):
@@ -99,7 +100,7 @@ def test_freeze_modules_by_name_and_regex(base):
 def test_applying_twice_is_refused(base):
     model = copy.deepcopy(base)
     core.apply_method(model, LoraConfig(targets=["q_proj"]))
-    with pytest.raises(DeltatuneError, match="already has adapter layers"):
+    with pytest.raises(DeltatuneError, match="already has a method installed"):
         core.apply_method(model, LoraConfig(targets=["v_proj"]))
 
 

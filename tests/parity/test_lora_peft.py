@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM
 peft = pytest.importorskip("peft")
 
 from deltatune.methods import core  # noqa: E402
+from deltatune.methods.modules import wrappers  # noqa: E402
 from deltatune.methods.lora import LoraConfig, LoRALinear  # noqa: E402
 
 TOL = dict(rtol=0, atol=1e-5)
@@ -91,7 +92,7 @@ def test_saved_adapter_loads_in_peft(base, ids, tmp_path, tiny_llama_dir, kw):
     ref = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(meta["base_model_name_or_path"]), out)
     ref.eval()
     adapted = {n for n, m in ref.named_modules() if hasattr(m, "lora_A") and not n.endswith("lora_A")}
-    assert len(adapted) == len(core.wrappers(ours))
+    assert len(adapted) == len(wrappers(ours))
     with torch.no_grad():
         torch.testing.assert_close(ref(ids).logits, ours(ids).logits, **TOL)
 
@@ -106,7 +107,7 @@ def test_peft_saved_adapter_loads_in_ours(base, ids, tmp_path):
     fresh = copy.deepcopy(base)
     cfg = core.load_adapter(fresh, tmp_path / "peft")
     assert (cfg.r, cfg.alpha, cfg.rslora) == (4, 8, False)
-    assert len(core.wrappers(fresh)) == 4  # 2 layers x (q_proj, down_proj)
+    assert len(wrappers(fresh)) == 4  # 2 layers x (q_proj, down_proj)
     with torch.no_grad():
         torch.testing.assert_close(fresh(ids).logits, ref.eval()(ids).logits, **TOL)
 

@@ -66,8 +66,8 @@ def capture_model(monkeypatch):
 
     real_apply = sft.apply_method
 
-    def spy(model, method_cfg):
-        out = real_apply(model, method_cfg)
+    def spy(model, method_cfg, **kwargs):
+        out = real_apply(model, method_cfg, **kwargs)
         seen["model"] = model
         seen["frozen"] = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
         seen["trainable"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

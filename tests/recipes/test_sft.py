@@ -99,21 +99,27 @@ def test_grad_accum_2x4_equals_batch_8(make_cfg, alpaca_file, tiny_llama_dir):
 def test_accumulate_gradients_matches_single_batch(tiny_llama_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from deltatune.config import TrainConfig
     from deltatune.data.batching import collate
-    from deltatune.training.loop import accumulate_gradients
+    from deltatune.losses.lm import model_lm_loss
+    from deltatune.methods.core import apply_method
+    from deltatune.methods.full import FullConfig
+    from deltatune.training.step import OptimiserStep
 
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).train()
+    installed = apply_method(model, FullConfig())
+    accumulate_gradients = OptimiserStep(model, installed, TrainConfig(), 1, model_lm_loss).accumulate
     g = torch.Generator().manual_seed(0)
     examples = []
     for i in range(8):
         ids = torch.randint(0, 1000, (5 + 3 * i,), generator=g).tolist()
         labels = [-100] * (2 + i % 3) + ids[2 + i % 3:]  # different label counts per example
         examples.append({"input_ids": ids, "labels": labels})
-    loss8, n8 = accumulate_gradients(model, [collate(examples, tok.pad_token_id)])
+    loss8, n8 = accumulate_gradients([collate(examples, tok.pad_token_id)])
     g8 = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    loss4, n4 = accumulate_gradients(model, [collate(examples[:4], tok.pad_token_id), collate(examples[4:], tok.pad_token_id)])
+    loss4, n4 = accumulate_gradients([collate(examples[:4], tok.pad_token_id), collate(examples[4:], tok.pad_token_id)])
     assert n4 == n8 and loss4 == pytest.approx(loss8, abs=1e-5)
     for n, p in model.named_parameters():
         assert torch.allclose(p.grad, g8[n], atol=1e-6), n

@@ -6,9 +6,13 @@
     for indices in BucketedBatches(dataset, 8, seed=0).batches(epoch):
         batch = collate([dataset[i] for i in indices], tokenizer.pad_token_id)
 
-Modules: sources (files, builtin:), formats (alpaca / messages / text), tokenize (chat
-template + masking + truncation), batching (length buckets, collate), orgfacts (+ its fact
-tables) for the generated built-in data, check (the `data check` report), cli.
+Modules: sources (files; `builtin:` specs looked up in deltatune.datasets.BUILTINS),
+formats (alpaca / messages / text, QA prompts), tokenize (chat template + masking +
+truncation), labels (IGNORE_INDEX), batching (length buckets, collate, teacher targets),
+check (the `data check` report), cli (the `data` sub-commands).
+This package is the pipeline only: it runs no model and imports no model, generation, loss
+or eval code (only cli.py loads a tokenizer for `data check`). The generated datasets live
+in deltatune.datasets, the model-run replay answers and teacher targets in deltatune.replay.
 Names are imported lazily so `deltatune --help` does not pay for importing torch.
 """
 
@@ -28,8 +32,9 @@ _EXPORTS = {
     "encode_conversation": "tokenize",
     "BucketedBatches": "batching",
     "collate": "batching",
-    "qa_prompt_messages": "orgfacts",
-    "write_builtin": "sources",
+    "collate_teacher": "batching",
+    "IGNORE_INDEX": "labels",
+    "qa_prompt_messages": "formats",
     "check_data": "check",
 }
 

@@ -3,12 +3,16 @@
     sampler = BucketedBatches(dataset, batch_size=8, seed=0)
     for indices in sampler.batches(epoch):             # list[list[int]], same every run
         batch = collate([dataset[i] for i in indices], pad_id=tokenizer.pad_token_id)
-        # batch["input_ids"]: (B, T) LongTensor, right-padded; labels -100 on pads
+        # batch["input_ids"]: (B, T) LongTensor, right-padded; labels IGNORE_INDEX (-100) on pads
 
 Bucketing: shuffle all indices, cut them into chunks of ~50 batches, sort each chunk by
 length and slice it into batches, then shuffle the batch order. Examples of similar length
 share a batch (less padding, fewer wasted FLOPs) while the order stays random. Everything
 derives from one `random.Random(seed, epoch)`, so resume can replay the same order.
+
+`collate` also carries what replay puts on examples: `loss_weight` -> `loss_weights` (B,),
+and teacher top-k targets -> `teacher_ids` / `teacher_probs` (B, T, K) (`collate_teacher`:
+plain tensor padding, the targets themselves come from `deltatune.replay.teacher`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from collections.abc import Sequence
 
 import torch
 
-IGNORE = -100
+from deltatune.data.labels import IGNORE_INDEX
+
 CHUNK_BATCHES = 50  # batches per sort chunk: big enough to find neighbours, small enough to mix
 
 
@@ -70,7 +75,7 @@ def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a list of {"input_ids", "labels"} into (B, T) LongTensors + attention mask."""
     width = max(len(ex["input_ids"]) for ex in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)  # (B, T)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
     for row, ex in enumerate(examples):
         n = len(ex["input_ids"])
@@ -81,7 +86,24 @@ def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     if any("loss_weight" in ex for ex in examples):  # e.g. data.replay_weight
         batch["loss_weights"] = torch.tensor([float(ex.get("loss_weight", 1.0)) for ex in examples])  # (B,)
     if any("teacher_ids" in ex for ex in examples):  # replay distillation targets
-        from deltatune.data.distill import collate_teacher
-
         batch.update(collate_teacher(examples, width))
     return batch
+
+
+def collate_teacher(examples: list[dict], width: int) -> dict[str, torch.Tensor]:
+    """(B, T, K) `teacher_ids` and `teacher_probs` (all-zero probs where a token has no teacher
+    target: the loss uses the plain label there); {} when no example carries targets.
+
+    The targets are per-token lists (None or K ids / K probs) that
+    `deltatune.replay.teacher.attach_teacher_topk` put on the examples."""
+    k = next((len(ids) for ex in examples for ids in ex.get("teacher_ids") or [] if ids), 0)
+    if k == 0:
+        return {}
+    ids = torch.zeros((len(examples), width, k), dtype=torch.long)
+    probs = torch.zeros((len(examples), width, k), dtype=torch.float32)
+    for row, ex in enumerate(examples):
+        cols = [col for col, tid in enumerate(ex.get("teacher_ids") or []) if tid is not None]
+        if cols:  # one tensor per example, not one per token (this runs for every batch)
+            ids[row, cols] = torch.tensor([ex["teacher_ids"][c] for c in cols])
+            probs[row, cols] = torch.tensor([ex["teacher_probs"][c] for c in cols])
+    return {"teacher_ids": ids, "teacher_probs": probs}

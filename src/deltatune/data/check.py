@@ -1,8 +1,10 @@
 """`deltatune data check FILE`: what a dataset turns into before you train on it.
 
     deltatune data check data/train.jsonl --model smollm2-135m --max-length 256
+    report = check_data("data/train.jsonl", tokenizer, max_length=256)   # the same, as text
 
-Prints record and example counts, the detected format, a token-length histogram, how many
+The caller supplies the tokenizer (the `data check` command loads it for `--model`), so this
+module needs no model code. Prints record and example counts, the detected format, a token-length histogram, how many
 examples were truncated or dropped at `max_length`, trained-token totals, and the first
 example rendered with the trained (unmasked) tokens wrapped in [[...]] (green on a terminal).
 """
@@ -13,26 +15,25 @@ from types import SimpleNamespace
 
 from deltatune.data.formats import resolve_format
 from deltatune.data.sources import load_records
-from deltatune.data.tokenize import IGNORE, build_sft_dataset
+from deltatune.data.labels import IGNORE_INDEX
+from deltatune.data.tokenize import build_sft_dataset
 
 GREEN, RESET = "\033[32m", "\033[0m"
 
 
 def check_data(
     path: str,
-    model_name: str,
+    tokenizer,
     fmt: str = "auto",
     max_length: int = 512,
     train_on_prompt: bool = False,
     system_prompt: str | None = None,
     color: bool = False,
 ) -> str:
-    """The report as text; raises DeltatuneError on bad data (same checks as training)."""
-    from deltatune.models.loader import load_tokenizer
-
+    """The report as text, tokenised and masked with `tokenizer`; raises DeltatuneError on bad
+    data (same checks as training)."""
     records = load_records(path)
     detected = resolve_format(records, fmt)
-    tokenizer = load_tokenizer(model_name)
     cfg = SimpleNamespace(format=detected, max_length=max_length, train_on_prompt=train_on_prompt,
                           system_prompt=system_prompt, pack=False)
     dataset = build_sft_dataset(records, tokenizer, cfg)
@@ -80,7 +81,7 @@ def render_marked(tokenizer, example: dict, color: bool = False) -> str:
     opened, closed = (GREEN, RESET) if color else ("[[", "]]")
     out, run, run_trained = [], [], None
     for tok, label in zip(example["input_ids"], example["labels"]):
-        trained = label != IGNORE
+        trained = label != IGNORE_INDEX
         if run and trained != run_trained:
             out.append(_span(tokenizer, run, run_trained, opened, closed))
             run = []

@@ -3,6 +3,10 @@
     deltatune data make orgfacts --out data/orgfacts
     deltatune data check data/orgfacts/train.jsonl [--model smollm2-135m] [--format auto]
                          [--max-length 512] [--train-on-prompt] [--system-prompt TEXT]
+
+`make` writes a generated dataset from `deltatune.datasets`. `check` loads `--model`'s
+tokenizer and hands it to `check.check_data`: this module is the only one in deltatune.data
+that imports model code (`deltatune.models`); the pipeline itself never does.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ def register(subparsers) -> None:
 
 
 def cmd_make(args: argparse.Namespace) -> int:
-    from deltatune.data.sources import write_builtin
+    from deltatune.datasets import write_builtin
 
     for path in write_builtin(args.name, args.out):
         lines = sum(1 for _ in path.open(encoding="utf-8"))
@@ -42,10 +46,12 @@ def cmd_make(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from deltatune.data.check import check_data
     from deltatune.errors import DeltatuneError
+    from deltatune.models.loader import load_tokenizer
 
     if args.max_length < 1:
         raise DeltatuneError("--max-length must be >= 1")
-    print(check_data(args.file, args.model, fmt=args.format, max_length=args.max_length,
+    tokenizer = load_tokenizer(args.model)
+    print(check_data(args.file, tokenizer, fmt=args.format, max_length=args.max_length,
                      train_on_prompt=args.train_on_prompt, system_prompt=args.system_prompt,
                      color=sys.stdout.isatty()))
     return 0

@@ -2,6 +2,7 @@
 
     fmt = detect_format(records)                  # "alpaca" | "messages" | "text"
     conv = to_conversation(record, fmt)           # [{"role": "user", ...}, ...] or "raw text"
+    prompt = qa_prompt_messages(record, system)   # the turns that ask a QA record's question
 
 Formats:
 - `alpaca`: `instruction`, `output`, optional `input` (appended to the instruction after a
@@ -70,6 +71,29 @@ def alpaca_user_text(record: dict) -> str:
     if not isinstance(extra, str):
         raise DeltatuneError(f"{origin(record)}: field 'input' must be a string, got {type(extra).__name__}")
     return f"{instruction}\n\n{extra}" if extra.strip() else instruction
+
+
+def qa_prompt_messages(record: dict, system_prompt: str | None = None) -> Conversation:
+    """The chat turns to generate an answer from: optional system, history, then the question.
+
+    Works for alpaca-shaped QA records and for `messages` records (every turn before the
+    last assistant turn). `system_prompt` is put first unless the record has its own.
+    """
+    messages: Conversation = []
+    if "messages" in record:
+        turns = list(record["messages"])
+        if turns and turns[-1].get("role") == "assistant":
+            turns = turns[:-1]
+        messages = [{"role": t["role"], "content": t["content"]} for t in turns]
+    else:
+        if record.get("system"):
+            messages.append({"role": "system", "content": record["system"]})
+        for user, assistant in record.get("history") or []:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        messages.append({"role": "user", "content": alpaca_user_text(record)})
+    if system_prompt is not None and not (messages and messages[0]["role"] == "system"):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
 
 
 def _alpaca(record: dict) -> Conversation:

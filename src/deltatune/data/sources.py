@@ -1,7 +1,7 @@
 """Read training records from a file or a built-in generated dataset.
 
     records = load_records("data/my_train.jsonl")        # .json (list), .jsonl or .csv
-    records = load_records("builtin:orgfacts/train")     # train | val | test | general | neighbours
+    records = load_records("builtin:orgfacts/train")     # any spec in deltatune.datasets.BUILTINS
 
 Every record is a plain dict; each carries a private `_origin` key ("file.jsonl:12",
 "file.json[3]", "builtin:orgfacts/train#7") so later stages (format detection, tokenisation)
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 from deltatune.errors import DeltatuneError
 
 ORIGIN = "_origin"  # private key: where a record came from, for error messages
-BUILTIN_PREFIX = "builtin:"
-BUILTINS = ("orgfacts", "general")  # see _builtin_splits
+BUILTIN_PREFIX = "builtin:"  # the specs themselves are listed in deltatune.datasets.BUILTINS
 
 
 def origin(record: dict) -> str:
@@ -117,36 +115,14 @@ def _as_record(row: object, where: str) -> dict:
     return record
 
 
-def _builtin_splits(name: str) -> dict[str, list[dict]] | None:
-    """The built-in datasets, one explicit table: name -> {split: records}."""
-    from deltatune.data import general_prompts, orgfacts
-
-    builders = {"orgfacts": orgfacts.build_splits, "general": general_prompts.build_splits}
-    return builders[name]() if name in builders else None
-
-
 def _load_builtin(spec: str) -> list[dict]:
-    name, _, split = spec[len(BUILTIN_PREFIX) :].partition("/")
-    splits = _builtin_splits(name)
-    if splits is None:
-        raise DeltatuneError(f"{spec}: unknown built-in dataset {name!r}; known: {sorted(BUILTINS)}")
-    if split not in splits:
-        raise DeltatuneError(f"{spec}: unknown split {split!r}; use one of {sorted(splits)}")
-    return [dict(r, **{ORIGIN: f"{spec}#{i}"}) for i, r in enumerate(splits[split])]
+    """A generated dataset from the one table of built-ins, `deltatune.datasets.BUILTINS`."""
+    # imported here: the generated datasets are not part of the pipeline, only looked up by it
+    from deltatune.datasets import BUILTINS, dataset_splits
 
-
-def write_builtin(name: str, out_dir: str | Path) -> list[Path]:
-    """Write every split of a built-in dataset as OUT_DIR/SPLIT.jsonl; returns the paths."""
-    splits = _builtin_splits(name)  # everything is generated before anything is written
-    if splits is None:
-        raise DeltatuneError(f"unknown built-in dataset {name!r}; known: {sorted(BUILTINS)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for split, records in splits.items():
-        path = out / f"{split}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
-        paths.append(path)
-    return paths
+    if spec not in BUILTINS:
+        name, _, split = spec[len(BUILTIN_PREFIX) :].partition("/")
+        known = ", ".join(sorted(BUILTINS))
+        what = f"unknown split {split!r} of {name!r}" if dataset_splits(name) else f"unknown built-in dataset {name!r}"
+        raise DeltatuneError(f"{spec}: {what}; known: {known}")
+    return [dict(r, **{ORIGIN: f"{spec}#{i}"}) for i, r in enumerate(BUILTINS[spec]())]

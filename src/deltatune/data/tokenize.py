@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from deltatune.data.formats import Conversation, resolve_format, to_conversation
+from deltatune.data.labels import IGNORE_INDEX
 from deltatune.data.sources import origin
 from deltatune.errors import DeltatuneError
 
-IGNORE = -100  # label value the loss skips (PyTorch cross_entropy's ignore_index)
 PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
@@ -115,13 +115,13 @@ def _require_prefix(done: str, rendered: str, conv: Conversation) -> None:
 
 
 def tokenize_segments(tokenizer, segments: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for (text, trained) segments; labels are IGNORE where untrained."""
+    """(input_ids, labels) for (text, trained) segments; labels are IGNORE_INDEX where untrained."""
     ids: list[int] = []
     labels: list[int] = []
     for text, trained in segments:
         piece = tokenizer(text, add_special_tokens=False)["input_ids"]
         ids += piece
-        labels += piece if trained else [IGNORE] * len(piece)
+        labels += piece if trained else [IGNORE_INDEX] * len(piece)
     full_text = "".join(text for text, _ in segments)
     full = tokenizer(full_text, add_special_tokens=False)["input_ids"]
     if full == ids:
@@ -142,7 +142,7 @@ def _labels_from_offsets(tokenizer, segments, full_text) -> tuple[list[int], lis
     labels = []
     for tok, (start, _end) in zip(enc["input_ids"], enc["offset_mapping"]):
         inside = any(a <= start < b for a, b in spans)
-        labels.append(tok if inside else IGNORE)
+        labels.append(tok if inside else IGNORE_INDEX)
     return list(enc["input_ids"]), labels
 
 
@@ -178,7 +178,7 @@ def build_sft_dataset(records: list[dict], tokenizer, data_cfg) -> TokenizedData
         if len(ids) > max_length:
             truncated += 1
             ids, labels = ids[:max_length], labels[:max_length]
-            if all(label == IGNORE for label in labels):
+            if all(label == IGNORE_INDEX for label in labels):
                 dropped += 1  # the whole response fell past max_length: nothing to learn
                 continue
         examples.append({"input_ids": ids, "labels": labels})
@@ -225,5 +225,5 @@ def _stats(examples: list[dict], fmt: str, max_length: int, truncated: int, drop
         "max_length": max_length,
         "lengths": lengths,
         "total_tokens": sum(lengths),
-        "trained_tokens": sum(sum(label != IGNORE for label in ex["labels"]) for ex in examples),
+        "trained_tokens": sum(sum(label != IGNORE_INDEX for label in ex["labels"]) for ex in examples),
     }

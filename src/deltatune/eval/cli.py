@@ -1,10 +1,12 @@
 """Sub-commands `deltatune eval` and `deltatune generate`.
 
-    deltatune eval runs/latest [--data FILE] [--no-base] [--max-new-tokens N] [--batch-size N] [--out FILE]
+    deltatune eval runs/latest [--data FILE] [--no-base] [--max-new-tokens N] [--batch-size N] [--out FILE [--force]]
     deltatune generate runs/latest "Who founded Acme?" [--temperature 0.7 --top-p 0.9 --seed 1]
     deltatune generate smollm2-135m "Once upon a time" --raw
 
 TARGET is a run dir (base + its trained adapter) or a model (embedded alias, HF folder, hub id).
+Each eval of a run dir writes a new RUN_DIR/evals/eval-<UTC time>[-<data>].json; the run's own
+RUN_DIR/eval.json (training's before/after record) is left as training wrote it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import sys
 
 
 def register(subparsers) -> None:
-    ev = subparsers.add_parser("eval", help="measure a run (before vs after) or a model; writes eval.json")
+    ev = subparsers.add_parser(
+        "eval",
+        help="measure a run (before vs after) or a model; writes RUN_DIR/evals/eval-<time>.json",
+        description="Measure a run dir (base and tuned) or a model. For a run dir every eval writes a "
+        "new RUN_DIR/evals/eval-<UTC YYYYmmdd-HHMMSS>[-<data file stem>].json; RUN_DIR/eval.json "
+        "is training's own record and is left alone. A model's report is written only with --out.",
+    )
     ev.add_argument("target", metavar="TARGET", help="run dir or model name/folder")
     ev.add_argument("--data", metavar="FILE", help="evaluate this file (or builtin:...) instead of the run's splits")
     ev.add_argument("--no-base", dest="before_after", action="store_false", help="skip measuring the base model")
@@ -22,7 +30,9 @@ def register(subparsers) -> None:
     ev.add_argument("--max-examples", type=int, help="evaluate only the first N records per split")
     ev.add_argument("--probe-samples", type=int, metavar="N",
                     help="also score the probe over N seeded sampled replies per question (0: off)")
-    ev.add_argument("--out", metavar="FILE", help="where to write eval.json (default: RUN_DIR/eval.json)")
+    ev.add_argument("--out", metavar="FILE",
+                    help="write the report to FILE instead (an existing FILE is refused unless --force)")
+    ev.add_argument("--force", action="store_true", help="with --out: replace FILE if it exists")
     ev.set_defaults(func=_eval)
 
     gen = subparsers.add_parser("generate", help="complete one prompt with a run or a model")
@@ -55,6 +65,7 @@ def _eval(args) -> int:
         batch_size=args.batch_size,
         max_examples=args.max_examples,
         probe_samples=args.probe_samples,
+        force=args.force,
     )
     return 0
 

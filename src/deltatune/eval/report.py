@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from deltatune.atomic import write_json_atomic
 
 PERCENT_METRICS = ("exact_match", "contains", "sampled_contains")
 NUMBER_METRICS = ("loss", "perplexity")
@@ -83,21 +83,9 @@ def eval_payload(after: dict, before: dict | None = None, **info) -> dict:
 
 
 def write_eval_json(path: str | Path, metrics: dict) -> Path:
-    """Write `metrics` as indented JSON via a temp file + rename, so readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(metrics, handle, indent=2, ensure_ascii=False, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `metrics` as indented JSON via a temp file + rename, so readers never see half
+    (values JSON cannot encode are written as their str())."""
+    return write_json_atomic(path, metrics, indent=2, default=str)
 
 
 def read_loss_points(metrics_jsonl: str | Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:

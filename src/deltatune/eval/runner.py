@@ -13,6 +13,8 @@ token loss and perplexity, and any other name (e.g. the `--data` file) gets both
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
 from pathlib import Path
 
@@ -89,15 +91,23 @@ def run_eval(
     batch_size: int | None = None,
     max_examples: int | None = None,
     probe_samples: int | None = None,
+    force: bool = False,
 ) -> dict:
-    """`deltatune eval`: measure a run dir (and its base) or a bare model; write eval.json.
+    """`deltatune eval`: measure a run dir (and its base) or a bare model; write the report.
 
-    eval.json goes into the run dir unless `out` names a file; for a bare model it is written
-    only when `out` is given. Returns the eval.json payload."""
+    A run dir's report goes to a new `RUN/evals/eval-<UTC time>[-<data stem>].json` (a counter
+    is added rather than replace a file); `RUN/eval.json` is training's before/after record and
+    is left alone. `out` names the file instead, refused if it exists unless `force`.
+    For a bare model the report is written only when `out` is given. Returns the payload."""
     from deltatune.config import DataConfig, EvalConfig
     from deltatune.eval.report import comparison_table, eval_payload, write_eval_json
     from deltatune.models.runs import apply_run_adapter, is_run_dir, load_target
 
+    if force and out is None:
+        raise DeltatuneError("--force only goes with --out FILE (a run's evals/ files are never replaced)")
+    if out is not None and not force:
+        _refuse_existing(Path(out))  # before any model loads: a refusal costs nothing
+    started = time.gmtime()
     is_run = is_run_dir(target)
     loaded = load_target(target, with_adapter=not (is_run and before_after))
     cfg = loaded.run_cfg
@@ -123,8 +133,57 @@ def run_eval(
 
     payload = eval_payload(after, before, target=str(target), base_model=loaded.base_path, eval_cfg=cfg_eval)
     print(comparison_table(before, after, tuned_label=loaded.label if cfg is not None else "model"))
-    out_path = Path(out) if out is not None else (Path(target) / "eval.json" if is_run else None)
-    if out_path is not None:
-        write_eval_json(out_path, payload)
-        print(f"wrote {out_path}")
+    if out is not None:
+        out_path = Path(out) if force else _claim(Path(out))
+    elif is_run:
+        out_path = _claim_new(Path(target) / "evals", _eval_stem(started, data))
+    else:
+        return payload
+    try:
+        write_eval_json(out_path, payload)  # replaces only the empty file claimed above (or --force)
+    except BaseException:
+        if not (out is not None and force):
+            out_path.unlink(missing_ok=True)  # our own empty claim, nobody's report
+        raise
+    print(f"wrote {out_path}")
     return payload
+
+
+def _eval_stem(started: time.struct_time, data: str | None) -> str:
+    """`eval-YYYYmmdd-HHMMSS[-<data>]`: the UTC start time and the --data file's stem."""
+    stem = "eval-" + time.strftime("%Y%m%d-%H%M%S", started)
+    if data is None:
+        return stem
+    data = str(data)
+    # builtin:orgfacts/test -> orgfacts-test; a path -> its stem; then only filename-safe chars
+    name = data.removeprefix("builtin:").replace("/", "-") if data.startswith("builtin:") else Path(data).stem
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    return f"{stem}-{name}" if name else stem
+
+
+def _refuse_existing(path: Path) -> None:
+    if path.exists():
+        raise DeltatuneError(f"{path} already exists; pass --force to replace it, or choose another --out")
+
+
+def _claim(path: Path) -> Path:
+    """Create `path` empty, failing if it exists, so no other writer's file is replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "x", encoding="utf-8"):
+            pass
+    except FileExistsError:
+        _refuse_existing(path)
+    return path
+
+
+def _claim_new(folder: Path, stem: str) -> Path:
+    """The first of stem.json, stem-2.json, ... in `folder` not taken yet, claimed (created empty)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = folder / (f"{stem}.json" if n == 1 else f"{stem}-{n}.json")
+        try:
+            with open(path, "x", encoding="utf-8"):
+                return path
+        except FileExistsError:
+            continue  # an earlier eval (or a concurrent one) has it

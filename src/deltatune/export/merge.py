@@ -1,7 +1,7 @@
 """Turn a training run into a deployable artefact, verified before it is left on disk.
 
     deltatune merge RUN_DIR --out DIR                  # merge_run: plain HF folder
-    deltatune export RUN_DIR --format peft --out DIR   # export_peft: the LoRA adapter alone
+    deltatune export RUN_DIR --format peft --out DIR   # export_peft: the adapter alone (peft layout)
 
 `merge_run` loads the base, applies the run's adapter, folds it in (`merge_and_unload`) and
 writes safetensors weights, config, generation config and the tokenizer with its chat
@@ -22,15 +22,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from deltatune.atomic import atomic_dir
 from deltatune.errors import DeltatuneError
-from deltatune.export.verify import compare, fingerprint, verification_prompts
+from deltatune.export.verify import compare, fingerprint, plain_logits, verification_prompts
 
 REPORT_FILE = "deltatune_export.json"
 
@@ -49,9 +49,9 @@ class ExportReport:
 
 
 def _run_parts(run_dir: str | Path):
-    """(config, adapter dir, method spec) of a finished run; clear errors otherwise."""
+    """(config, adapter dir, method) of a finished run; clear errors otherwise."""
     from deltatune.config import load_run_config
-    from deltatune.methods.registry import method_spec
+    from deltatune.methods.registry import get_method
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -59,33 +59,18 @@ def _run_parts(run_dir: str | Path):
     if not adapter_dir.is_dir() or not any(adapter_dir.iterdir()):
         raise DeltatuneError(f"{run_dir} has no trained adapter ({adapter_dir} missing or empty): "
                              f"finish training first (deltatune train {run_dir}/config.yaml --resume)")
-    return cfg, adapter_dir, method_spec(cfg.method)
+    return cfg, adapter_dir, get_method(cfg.method)
 
 
 def load_base_for_merge(cfg):
-    """(model, tokenizer): the base weights an adapter's update is folded into, unquantised.
-
-    This is the QLoRA seam. Every method that exists today trains against the base exactly as
-    `load_causal_lm` loads it, so that is what gets merged. A quantised-base method trains its
-    update against the *dequantised 4-bit* weights; merging it into the original full-precision
-    weights would silently shift every answer. When such a method is registered, this is the one
-    place to change: load the base, quantise it exactly as training did, dequantise it back to
-    the export dtype, return it — merge, save and verification then work unchanged (verification
-    must compare against the adapter over that same dequantised base). Until then such runs are
-    refused here rather than merged wrongly."""
+    """(model, tokenizer): the base weights an adapter's update is folded into — loaded the way
+    the method trained against it (its registry row's `load_base`, else the plain loader), on
+    the CPU: merging is cheap and it is verified against a CPU reload."""
+    from deltatune.methods.registry import get_method
     from deltatune.models.loader import load_causal_lm
 
-    quantised = "qlora" in str(getattr(cfg.method, "name", "")) or any(
-        getattr(section, attr, None) for section in (cfg.model, cfg.method)
-        for attr in ("quantization", "load_in_4bit", "load_in_8bit", "bits")
-    )
-    if quantised:
-        raise DeltatuneError(
-            f"merging a quantised-base run (method {cfg.method.name!r}) needs the base dequantised "
-            f"first, which deltatune.export does not do yet; serve the adapter unmerged instead "
-            f"(deltatune serve --model {cfg.model.name} --adapter NAME=RUN_DIR)"
-        )
-    return load_causal_lm(cfg.model, device="cpu")  # merging is cheap; verified against a CPU reload
+    loader = get_method(cfg.method).load_base or load_causal_lm
+    return loader(cfg.model, device="cpu")
 
 
 def _adapted_model(cfg, adapter_dir: Path):
@@ -110,20 +95,9 @@ def staging(out_dir: str | Path, overwrite: bool = False):
         raise DeltatuneError(f"--out {out} exists and is a file")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DeltatuneError(f"--out {out} exists and is not empty; pick a new folder or pass --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    # an empty existing folder is replaced too: there is nothing in it to lose
+    with atomic_dir(out, replace=out.is_dir()) as tmp:
         yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _bare_load(folder: Path, dtype: torch.dtype):
@@ -150,9 +124,9 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
     from deltatune.methods.core import merge_and_unload
 
     start = time.perf_counter()
-    cfg, adapter_dir, spec = _run_parts(run_dir)
-    if not spec.mergeable:
-        raise DeltatuneError(f"method {spec.name!r} cannot be merged into the base; "
+    cfg, adapter_dir, method = _run_parts(run_dir)
+    if not method.mergeable:
+        raise DeltatuneError(f"method {method.name!r} cannot be merged into the base; "
                              f"serve it unmerged (deltatune serve --adapter NAME={run_dir})")
     model, tokenizer = _adapted_model(cfg, adapter_dir)
     dtype = next(model.parameters()).dtype
@@ -164,24 +138,24 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
         tokenizer.save_pretrained(tmp)  # carries the chat template
         del model  # one model in memory at a time
         reloaded = _bare_load(tmp, dtype)
-        result = compare(reference, fingerprint(reloaded, prompt_ids, new_tokens), dtype, source)
+        result = compare(reference, fingerprint(reloaded, prompt_ids, new_tokens, run=plain_logits), dtype, source)
         result.raise_if_failed(f"the merged model for {run_dir}")
-        report = ExportReport(Path(out_dir), "merged", spec.name, result.as_dict(), time.perf_counter() - start)
+        report = ExportReport(Path(out_dir), "merged", method.name, result.as_dict(), time.perf_counter() - start)
         _write_report(tmp, report, Path(run_dir))
     return report
 
 
 def export_peft(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False,
                 prompts: int = 4, new_tokens: int = 12) -> ExportReport:
-    """Write RUN_DIR's LoRA adapter alone in PEFT's layout, verified by loading it back."""
-    from deltatune.methods.adapter_files import PEFT_JSON, WRAP_WEIGHTS
+    """Write RUN_DIR's adapter alone in peft's layout (methods with a peft twin), verified by loading it back in peft."""
+    from deltatune.methods.adapter_files import PEFT_JSON, PEFT_WEIGHTS
 
     start = time.perf_counter()
-    cfg, adapter_dir, spec = _run_parts(run_dir)
-    if spec.peft_type is None or not (adapter_dir / PEFT_JSON).is_file():
+    cfg, adapter_dir, method = _run_parts(run_dir)
+    if method.peft is None or not (adapter_dir / PEFT_JSON).is_file():
         raise DeltatuneError(
-            f"--format peft exports LoRA-family adapters only; this run used method {spec.name!r}, "
-            f"which has no PEFT layout. Use `deltatune merge {run_dir} --out DIR` for a whole model."
+            f"--format peft exports methods that HF peft also has; this run used method {method.name!r}, "
+            f"which has no peft layout. Use `deltatune merge {run_dir} --out DIR` for a whole model."
         )
     model, tokenizer = _adapted_model(cfg, adapter_dir)
     dtype = next(model.parameters()).dtype
@@ -189,13 +163,13 @@ def export_peft(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = F
     reference = fingerprint(model, prompt_ids, new_tokens)
     del model
     with staging(out_dir, overwrite) as tmp:
-        for name in (PEFT_JSON, WRAP_WEIGHTS):
+        for name in (PEFT_JSON, PEFT_WEIGHTS):
             shutil.copy2(adapter_dir / name, tmp / name)
         loaded, loader = _load_peft_export(tmp, cfg, dtype)
-        result = compare(reference, fingerprint(loaded, prompt_ids, new_tokens), dtype, source)
+        result = compare(reference, fingerprint(loaded, prompt_ids, new_tokens, run=plain_logits), dtype, source)
         result.raise_if_failed(f"the PEFT export of {run_dir} (loaded with {loader})")
         verification = {**result.as_dict(), "loaded_with": loader}
-        report = ExportReport(Path(out_dir), "peft", spec.name, verification, time.perf_counter() - start)
+        report = ExportReport(Path(out_dir), "peft", method.name, verification, time.perf_counter() - start)
         _write_report(tmp, report, Path(run_dir))
     return report
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from deltatune.errors import DeltatuneError
+from deltatune.forward import all_logits
 from deltatune.generation import chat_prompt_ids
 
 FALLBACK_MESSAGES = [
@@ -107,15 +108,25 @@ def _record_prompt(conv, tokenizer, cfg, max_tokens: int) -> list[int]:
     return chat_prompt_ids(tokenizer, messages)[-max_tokens:]
 
 
+def plain_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """fp32 logits (B, T, V) from a model's own `__call__` — how a third-party loader's model
+    (bare transformers, `peft.PeftModel`) is run. peft's prompt-learning models return logits
+    for their virtual tokens too: only the last T positions belong to the input."""
+    return model(input_ids=ids).logits[:, -ids.shape[1]:].float()
+
+
 @torch.inference_mode()
-def fingerprint(model, prompts: list[list[int]], new_tokens: int = 12) -> Fingerprint:
-    """Logits over each prompt and its greedy continuation (plain loop, no cache)."""
+def fingerprint(model, prompts: list[list[int]], new_tokens: int = 12, run=all_logits) -> Fingerprint:
+    """Logits over each prompt and its greedy continuation (plain loop, no cache).
+
+    `run(model, ids) -> (1, T, V)`: deltatune's forward path by default (our own models, with
+    their method active); `plain_logits` for a model loaded by another library."""
     model.eval()
     device = next(model.parameters()).device
     logits_out, greedy_out = [], []
     for prompt in prompts:
         ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
-        logits = model(input_ids=ids).logits[0].float()  # (T, V)
+        logits = run(model, ids)[0]  # (T, V)
         logits_out.append(logits.cpu())
         new: list[int] = []
         step_logits = logits
@@ -125,7 +136,7 @@ def fingerprint(model, prompts: list[list[int]], new_tokens: int = 12) -> Finger
             if len(new) == new_tokens:
                 break
             ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)  # (1, T + k)
-            step_logits = model(input_ids=ids).logits[0].float()
+            step_logits = run(model, ids)[0]
         greedy_out.append(new)
     return Fingerprint(logits_out, greedy_out)
 

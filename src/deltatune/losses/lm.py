@@ -1,7 +1,7 @@
 """Causal language-modelling loss that projects to the vocabulary only where a label exists.
 
-    out = model.get_decoder()(input_ids=ids, attention_mask=mask)
-    loss, n_tokens = lm_loss(out.last_hidden_state, model.get_output_embeddings(), labels)
+    loss, n_tokens = model_lm_loss(model, batch)       # via the one forward path (deltatune.forward)
+    loss, n_tokens = lm_loss(hidden, lm_head, labels)  # from hidden states (B, T, H) you already have
 
 The usual recipe computes `lm_head(hidden)` for every position (B x T x V floats) and then
 throws most of it away: prompt and padding positions carry label -100. For SFT most tokens
@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from deltatune.data.labels import IGNORE_INDEX  # the mask the pipeline writes; also imported from here
 
 
 def labelled_logits(hidden: torch.Tensor, lm_head, labels: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -68,8 +68,10 @@ def lm_loss(
 
 
 def model_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """`lm_loss` for a HF causal LM: run the decoder stack, then the head on labelled positions."""
-    decoder = model.get_decoder()
-    out = decoder(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
-    return lm_loss(out.last_hidden_state, model.get_output_embeddings(), batch["labels"],
+    """`lm_loss` for a causal LM with its method active: the forward path's hidden states, then
+    the head on labelled positions. The loss function every recipe and the evaluator use."""
+    from deltatune.forward import decoder_hidden, output_head
+
+    hidden, _ = decoder_hidden(model, batch["input_ids"], batch.get("attention_mask"))
+    return lm_loss(hidden, output_head(model), batch["labels"],
                    batch.get("teacher_ids"), batch.get("teacher_probs"), batch.get("loss_weights"))

@@ -1,72 +1,46 @@
-"""The one table of fine-tuning methods: `method.name` -> how to configure, apply and store it.
+"""The one table of fine-tuning methods: `method.name` -> the `Method` that implements it.
 
-    from deltatune.methods.registry import METHODS
-    spec = METHODS["lora"]; cfg = spec.config_cls(r=8); spec.apply(model, cfg)
+    from deltatune.methods.registry import METHODS, get_method
+    method = METHODS["lora"]                    # config_cls, install, peft twin, ...
+    installed = method.install(model, method.config_cls(r=8), InstallContext())
 
-Two kinds of method, which decide how `core` saves, loads, merges and hot-swaps them:
-  - `wrap`:    swaps wrapper modules in around base layers (LoRA). Stored as the wrappers' own
-               tensors, keyed `base_model.model.<module>.<param>` (PEFT's layout).
-  - `tensors`: trains some of the base model's own parameters (full, freeze). Stored as those
-               tensors under their parameter names in `model.safetensors`.
-A new method adds a folder (config + layer) and one row here.
+A new method is one folder under `deltatune/methods/` (config + layer + `METHOD`), one row here,
+and one row in the shared test matrix (tests/methods/test_method_matrix.py). Nothing else in
+deltatune knows method names: the config's `method:` section is the union of the config classes
+below (`MethodConfig`, discriminated by `name`), and core, the training loop, export and
+serving only call the protocol in `deltatune.methods.protocol`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Union
 
-from pydantic import BaseModel
-from torch import nn
+from pydantic import BaseModel, Field
 
-from deltatune.methods import freeze, full, lora
-from deltatune.methods.lora import peft_format
+from deltatune.errors import DeltatuneError
+from deltatune.methods import freeze, full, ia3, lora, prompt
+from deltatune.methods.protocol import Method
 
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """How one method plugs in. `apply` mutates the model after `core` froze every parameter;
-    `select` names what the method touches (modules to wrap for `wrap`, parameters to train
-    for `tensors`); `wrap(module, cfg, name)` builds one wrapper without installing it."""
-
-    name: str
-    config_cls: type[BaseModel]
-    apply: Callable[[nn.Module, Any], None]
-    kind: Literal["wrap", "tensors"]
-    select: Callable[[nn.Module, Any], list[str]]
-    wrap: Callable[..., nn.Module] | None = None
-    mergeable: bool = True
-    # PEFT interop (wrap methods with a PEFT twin): peft_type, cfg+targets -> adapter_config, and back.
-    peft_type: str | None = None
-    to_peft: Callable[..., dict] | None = None
-    from_peft: Callable[[dict, str], Any] | None = None
-
-
-METHODS: dict[str, MethodSpec] = {
-    "full": MethodSpec("full", full.FullConfig, full.apply_full, kind="tensors", select=full.full_parameters),
-    "freeze": MethodSpec(
-        "freeze", freeze.FreezeConfig, freeze.apply_freeze, kind="tensors", select=freeze.freeze_parameters
-    ),
-    "lora": MethodSpec(
-        "lora",
-        lora.LoraConfig,
-        lora.apply_lora,
-        kind="wrap",
-        select=lora.lora_targets,
-        wrap=lora.wrap_lora,
-        peft_type="LORA",
-        to_peft=peft_format.peft_adapter_config,
-        from_peft=peft_format.config_from_peft,
-    ),
+METHODS: dict[str, Method] = {
+    "full": full.METHOD,
+    "freeze": freeze.METHOD,
+    "lora": lora.METHOD,
+    "ia3": ia3.METHOD,
+    "prompt": prompt.METHOD,
 }
 
+# The config's `method:` section: exactly one of the methods' config classes, picked by `name`.
+MethodConfig = Annotated[Union[tuple(m.config_cls for m in METHODS.values())], Field(discriminator="name")]
 
-def method_spec(cfg: BaseModel | dict) -> MethodSpec:
-    """The spec for a method config (or its dict dump)."""
-    from deltatune.errors import DeltatuneError
 
-    name = cfg.get("name") if isinstance(cfg, dict) else getattr(cfg, "name", None)
+def get_method(cfg_or_name: BaseModel | dict | str) -> Method:
+    """The Method for a method config, its dict dump, or its name."""
+    if isinstance(cfg_or_name, str):
+        name = cfg_or_name
+    elif isinstance(cfg_or_name, dict):
+        name = cfg_or_name.get("name")
+    else:
+        name = getattr(cfg_or_name, "name", None)
     if name not in METHODS:
-        raise DeltatuneError(f"unknown method {name!r}; known: {sorted(METHODS)}")
+        raise DeltatuneError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]

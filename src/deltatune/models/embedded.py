@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from deltatune.atomic import atomic_dir
 from deltatune.errors import DeltatuneError
 
 # alias -> (python package holding the weights, file inside it; None = the folder itself)
@@ -75,16 +74,10 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
     fresh = AutoModelForCausalLM.from_config(config, dtype="float32")
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    # replace=True: a folder without config.json there is a broken earlier conversion
+    with atomic_dir(target, replace=True) as staging:
         fresh.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,1 +1,12 @@
-"""deltatune.recipes: one file per training stage (sft.py, pt.py); `deltatune train` in cli.py."""
+"""deltatune.recipes: one file per training stage, and the one table of them.
+
+    RECIPES["sft"]  -> "deltatune.recipes.sft"   (a module with `run(cfg, resume=False) -> Path`)
+
+The config's valid `recipe:` values are this table's keys; `deltatune train` imports the
+module the config names. A new stage is one recipe file + one row here.
+"""
+
+RECIPES: dict[str, str] = {
+    "sft": "deltatune.recipes.sft",  # supervised (instruction) fine-tuning
+    "pt": "deltatune.recipes.pt",  # continued pre-training on raw text
+}

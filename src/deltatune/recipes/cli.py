@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-RECIPES = {"sft": "deltatune.recipes.sft", "pt": "deltatune.recipes.pt"}
+from deltatune.recipes import RECIPES
 
 
 def register(subparsers) -> None:

@@ -32,14 +32,15 @@ def setup_threads(train_cfg) -> None:
 def load_for_training(cfg):
     """(model, tokenizer) on `model.device`, stored as the precision policy says
     (deltatune.models.device): fp32 master weights when the method trains base weights."""
-    from deltatune.methods.registry import method_spec
+    from deltatune.methods.registry import get_method
     from deltatune.models.device import check_training_precision, resolve_device, storage_dtype
     from deltatune.models.loader import load_causal_lm
 
     device = resolve_device(cfg.model.device)
     check_training_precision(cfg.model.dtype, device)
-    trains_base = method_spec(cfg.method).kind == "tensors"
-    model, tokenizer = load_causal_lm(cfg.model, device=device, dtype=storage_dtype(cfg.model.dtype, trains_base))
+    method = get_method(cfg.method)
+    loader = method.load_base or load_causal_lm  # a method may need its base loaded its own way
+    model, tokenizer = loader(cfg.model, device=device, dtype=storage_dtype(cfg.model.dtype, method.trains_base_weights))
     say(f"model on {device}, compute dtype {cfg.model.dtype}")
     return model, tokenizer
 

@@ -52,9 +52,9 @@ def run(cfg, resume: bool = False) -> Path:
         before = _loss_report(model, val_set, cfg, tokenizer.pad_token_id)
     common.seed_everything(cfg.train.seed)
 
-    apply_method(model, cfg.method)
+    installed = apply_method(model, cfg.method, tokenizer=tokenizer)
     common.print_parameter_counts(model)
-    result = train(model, train_set, val_set, cfg, run_dir, tokenizer.pad_token_id, resume_from, desc="pt")
+    result = train(model, installed, train_set, val_set, cfg, run_dir, tokenizer.pad_token_id, resume_from, desc="pt")
 
     save_adapter(model, cfg.method, run_dir / "adapter", common.base_model_path(cfg))
     say("evaluating ...")

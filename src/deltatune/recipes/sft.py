@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from deltatune.data import TokenizedDataset, build_sft_dataset, load_records
-from deltatune.data.distill import attach_teacher_topk
-from deltatune.data.replay import self_replay_records
+from deltatune.replay.teacher import attach_teacher_topk
+from deltatune.replay.answers import self_replay_records
 from deltatune.errors import DeltatuneError
 from deltatune.eval.report import write_eval_json
 from deltatune.methods.core import apply_method, save_adapter
@@ -83,9 +83,9 @@ def run(cfg, resume: bool = False) -> Path:
         write_eval_json(run_dir / "eval.json", {"before": before})  # kept across --resume
     common.seed_everything(cfg.train.seed)  # same method init whether or not we measured
 
-    apply_method(model, cfg.method)
+    installed = apply_method(model, cfg.method, tokenizer=tokenizer)
     common.print_parameter_counts(model)
-    result = train(model, train_set, val_set, cfg, run_dir, tokenizer.pad_token_id, resume_from, desc="sft")
+    result = train(model, installed, train_set, val_set, cfg, run_dir, tokenizer.pad_token_id, resume_from, desc="sft")
 
     save_adapter(model, cfg.method, run_dir / "adapter", common.base_model_path(cfg))
     say("evaluating the tuned model ...")

@@ -1,21 +1,25 @@
 """Resumable training state, written atomically: a checkpoint is complete or it does not exist.
 
-    save_checkpoint(run_dir, TrainState(step=30, ...), model, optimizer, scheduler, keep=2)
+    save_checkpoint(run_dir, TrainState(step=30, ...), installed, optimizer, scheduler, keep=2)
     path = latest_checkpoint(run_dir)          # RUN_DIR/checkpoints/step-30, or None
-    state = load_checkpoint(path, model, optimizer, scheduler)   # restores RNG too
+    state = load_checkpoint(path, installed, optimizer, scheduler)   # restores RNG too
+
+`installed` is the method on the model (`deltatune.methods.protocol.Installed`): its `state()`
+— trainable tensors *and* the method's buffers (masks, importance scores, rank budgets) — is
+what changes during training, so it is all a checkpoint needs besides optimiser and RNG.
 
 Layout of `RUN_DIR/checkpoints/step-N/`:
-    trainable.safetensors   parameters with requires_grad (the only weights that change)
+    trainable.safetensors   the method's state (trainable tensors + buffers), by model name
     optimizer.pt            AdamW state;  scheduler.pt  LambdaLR state
     rng.pt                  torch CPU (+ CUDA) generator states
     state.json              step, data position (epoch, batch_index), best val loss,
                             early-stop counter, python and numpy RNG states
 
-Atomicity: everything is written into `checkpoints/.tmp-step-N/` and then renamed to
-`step-N` (a rename is atomic on POSIX). A crash mid-save leaves only a `.tmp-*` folder,
-which `latest_checkpoint` ignores and the next save removes.
+Atomicity (`deltatune.atomic.atomic_dir`): everything is written into
+`checkpoints/.tmp-step-N/`, fsynced, then renamed to `step-N`. A crash mid-save leaves only a
+`.tmp-*` folder, which `latest_checkpoint` ignores and the next save removes.
 
-Best weights (`train.restore_best`): each time the val loss improves, the trainable weights
+Best weights (`train.restore_best`): each time the val loss improves, the method's state
 go to `checkpoints/best-step-N/` (trainable.safetensors + best.json), written the same atomic
 way; older best-* folders are then removed. `load_best` puts them back at the end of training.
 """
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import re
 import shutil
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from deltatune.atomic import atomic_dir
 from deltatune.errors import DeltatuneError
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -50,8 +54,9 @@ class TrainState:
     bad_evals: int = 0  # consecutive validations without improvement (early stopping)
 
 
-def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+def state_tensors(installed) -> dict[str, torch.Tensor]:
+    """The method's state as contiguous CPU tensors, ready for safetensors."""
+    return {n: t.detach().contiguous().cpu() for n, t in installed.state().items()}
 
 
 def _rng_state() -> tuple[dict, dict]:
@@ -74,42 +79,34 @@ def _to_tuples(obj):
     return tuple(_to_tuples(x) for x in obj) if isinstance(obj, list) else obj
 
 
-def save_checkpoint(run_dir, state: TrainState, model, optimizer, scheduler, keep: int = 2) -> Path:
+def save_checkpoint(run_dir, state: TrainState, installed, optimizer, scheduler, keep: int = 2) -> Path:
     """Write `checkpoints/step-N` atomically, then prune to the newest `keep` checkpoints."""
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state.step}"
     if final.exists():  # same step already saved (e.g. periodic save == final save)
         return final
+    root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):  # leftovers of a crashed save
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".tmp-step-{state.step}"
-    tmp.mkdir()
     tensors, plain = _rng_state()
-    save_file(trainable_tensors(model), str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(tensors, tmp / "rng.pt")
-    payload = {**dataclasses.asdict(state), "rng": plain}
-    (tmp / "state.json").write_text(json.dumps(payload))
-    _commit(tmp, final)
+    with atomic_dir(final, tmp_name=f".tmp-step-{state.step}") as tmp:
+        save_file(state_tensors(installed), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(tensors, tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({**dataclasses.asdict(state), "rng": plain}))
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def save_best(run_dir, model, step: int, val_loss: float) -> Path:
-    """Keep the trainable weights of a new lowest val loss as `checkpoints/best-step-N`."""
+def save_best(run_dir, installed, step: int, val_loss: float) -> Path:
+    """Keep the method's state at a new lowest val loss as `checkpoints/best-step-N`."""
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"best-step-{step}"
-    tmp = root / f".tmp-best-step-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(trainable_tensors(model), str(tmp / "trainable.safetensors"))
-    (tmp / "best.json").write_text(json.dumps({"step": step, "val_loss": val_loss}))
-    shutil.rmtree(final, ignore_errors=True)  # same step again (resumed run): replace it
-    _commit(tmp, final)
+    with atomic_dir(final, replace=True, tmp_name=f".tmp-best-step-{step}") as tmp:  # replace: a resumed run
+        save_file(state_tensors(installed), str(tmp / "trainable.safetensors"))
+        (tmp / "best.json").write_text(json.dumps({"step": step, "val_loss": val_loss}))
     for old in root.glob("best-step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
@@ -126,23 +123,9 @@ def best_weights(run_dir) -> tuple[Path, dict] | None:
     return newest.pop("path"), newest
 
 
-def load_best(path, model) -> None:
-    """Copy kept best weights into the model's trainable parameters."""
-    _load_trainable(path, model)
-
-
-def _commit(tmp: Path, final: Path) -> None:
-    """Make a fully written `tmp` folder durable, then rename it to `final` (the commit point)."""
-    _fsync_dir(tmp)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    for file in path.iterdir() if path.is_dir() else []:
-        if file.is_file():
-            with open(file, "rb") as fh:
-                os.fsync(fh.fileno())
+def load_best(path, installed) -> None:
+    """Copy kept best weights back into the method's state."""
+    _load_state(path, installed)
 
 
 def list_checkpoints(run_dir) -> list[Path]:
@@ -159,10 +142,10 @@ def latest_checkpoint(run_dir) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng: bool = True) -> TrainState:
-    """Load trainable weights (+ optimiser, scheduler, RNG) from `path`; returns its TrainState."""
+def load_checkpoint(path, installed, optimizer=None, scheduler=None, restore_rng: bool = True) -> TrainState:
+    """Load the method's state (+ optimiser, scheduler, RNG) from `path`; returns its TrainState."""
     path = Path(path)
-    _load_trainable(path, model)
+    _load_state(path, installed)
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     if scheduler is not None:
@@ -180,17 +163,10 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng: bo
     return TrainState(**payload)
 
 
-def _load_trainable(path: Path, model) -> None:
-    """Copy `path/trainable.safetensors` into the model's trainable parameters (same names)."""
+def _load_state(path: Path, installed) -> None:
+    """Copy `path/trainable.safetensors` into the method's state (same names and shapes)."""
     weights = load_file(str(Path(path) / "trainable.safetensors"))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != set(params):
-        missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
-        raise DeltatuneError(
-            f"checkpoint {path} does not match the model's trainable parameters "
-            f"(missing {missing[:3]}, unexpected {extra[:3]}): was the method config changed? "
-            f"Resume with the config the run was started with."
-        )
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
+    try:
+        installed.load_state(weights, str(path))
+    except DeltatuneError as err:
+        raise DeltatuneError(f"{err}. Resume with the config the run was started with.") from None

@@ -1,6 +1,6 @@
 """AdamW over the trainable parameters and the learning-rate schedules.
 
-    optimizer = build_optimizer(model, cfg.train)
+    optimizer = build_optimizer(model, cfg.train)            # or the method's own param groups
     scheduler = build_scheduler(optimizer, cfg.train.schedule, cfg.train.warmup_steps, total_steps)
 
 Weight decay applies to matrices only: biases, norm weights and other 1-D tensors are not
@@ -27,8 +27,16 @@ def _no_decay(name: str, param: torch.nn.Parameter) -> bool:
     return param.ndim < 2 or name.endswith(".bias") or "norm" in name.lower()
 
 
-def build_optimizer(model: torch.nn.Module, train_cfg) -> torch.optim.AdamW:
-    """AdamW over parameters with requires_grad; two groups (decay / no decay)."""
+def build_optimizer(model: torch.nn.Module, train_cfg, groups: list[dict] | None = None) -> torch.optim.AdamW:
+    """AdamW over parameters with requires_grad; two groups (decay / no decay) unless the
+    method's `param_groups` hook gives its own: each a dict with `params` and optionally
+    `lr_ratio` (its lr = train.lr x ratio, kept on resume) and `weight_decay`."""
+    if groups is not None:
+        built = [{"weight_decay": train_cfg.weight_decay, **g, "lr": train_cfg.lr * g.get("lr_ratio", 1.0)}
+                 for g in groups if g["params"]]
+        if not built:
+            raise ValueError("the method's param_groups hook returned no parameters")
+        return torch.optim.AdamW(built, lr=train_cfg.lr, betas=tuple(train_cfg.betas))
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:

@@ -1,7 +1,6 @@
 """Partial ("freeze") fine-tuning: train the top N transformer blocks and/or named modules.
 
-    from deltatune.methods.freeze import FreezeConfig, apply_freeze
-    apply_freeze(model, FreezeConfig(train_last_n_blocks=2))
+    method: {name: freeze, train_last_n_blocks: 2, train_norm: true}
 """
 
 from __future__ import annotations
@@ -10,9 +9,11 @@ from torch import nn
 
 from deltatune.errors import DeltatuneError
 from deltatune.methods.freeze.config import FreezeConfig
+from deltatune.methods.installs import TensorInstall
 from deltatune.methods.modules import find_block_list, match_names
+from deltatune.methods.protocol import InstallContext, Method
 
-__all__ = ["FreezeConfig", "apply_freeze", "freeze_parameters"]
+__all__ = ["METHOD", "FreezeConfig", "freeze_parameters"]
 
 
 def _selected_modules(model: nn.Module, cfg: FreezeConfig) -> list[str]:
@@ -51,8 +52,15 @@ def freeze_parameters(model: nn.Module, cfg: FreezeConfig) -> list[str]:
     return names
 
 
-def apply_freeze(model: nn.Module, cfg: FreezeConfig) -> None:
-    """Unfreeze exactly the selected parameters (the caller froze everything first)."""
-    params = dict(model.named_parameters())
-    for name in freeze_parameters(model, cfg):
-        params[name].requires_grad_(True)
+def install_freeze(model: nn.Module, cfg: FreezeConfig, ctx: InstallContext) -> TensorInstall:
+    """Unfreeze exactly the selected parameters (core froze everything first)."""
+    return TensorInstall(model, freeze_parameters(model, cfg), ctx)
+
+
+METHOD = Method(
+    name="freeze",
+    config_cls=FreezeConfig,
+    install=install_freeze,
+    trains_base_weights=True,
+    summary="the top N blocks and/or named modules train, the rest stays frozen",
+)

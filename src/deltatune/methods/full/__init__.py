@@ -1,7 +1,6 @@
 """Full fine-tuning (`name: full`): every parameter of the model trains.
 
-    from deltatune.methods.full import FullConfig, apply_full
-    apply_full(model, FullConfig())
+    method: {name: full}
 """
 
 from __future__ import annotations
@@ -9,8 +8,10 @@ from __future__ import annotations
 from torch import nn
 
 from deltatune.methods.full.config import FullConfig
+from deltatune.methods.installs import TensorInstall
+from deltatune.methods.protocol import InstallContext, Method
 
-__all__ = ["FullConfig", "apply_full", "full_parameters"]
+__all__ = ["METHOD", "FullConfig", "full_parameters"]
 
 
 def full_parameters(model: nn.Module, cfg: FullConfig) -> list[str]:
@@ -18,5 +19,14 @@ def full_parameters(model: nn.Module, cfg: FullConfig) -> list[str]:
     return [name for name, _ in model.named_parameters()]
 
 
-def apply_full(model: nn.Module, cfg: FullConfig) -> None:
-    model.requires_grad_(True)
+def install_full(model: nn.Module, cfg: FullConfig, ctx: InstallContext) -> TensorInstall:
+    return TensorInstall(model, full_parameters(model, cfg), ctx)
+
+
+METHOD = Method(
+    name="full",
+    config_cls=FullConfig,
+    install=install_full,
+    trains_base_weights=True,
+    summary="every parameter trains",
+)

@@ -1,7 +1,8 @@
 """LoRA (Hu et al. 2021): low-rank updates on chosen Linear layers. Config, layer, PEFT format.
 
-    from deltatune.methods.lora import LoraConfig, apply_lora
-    apply_lora(model, LoraConfig(r=8, alpha=16, targets=["q_proj", "v_proj"]))
+    method: {name: lora, r: 16, alpha: 32, targets: all-linear}
+    from deltatune.methods.lora import METHOD          # the registry row
+    installed = METHOD.install(model, LoraConfig(r=8), InstallContext())
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 from torch import nn
 
 from deltatune.errors import DeltatuneError
+from deltatune.methods.installs import WrapperInstall
+from deltatune.methods.lora import peft_format
 from deltatune.methods.lora.config import LoraConfig
 from deltatune.methods.lora.layer import LoRALinear
-from deltatune.methods.modules import match_linear_targets, swap_module
+from deltatune.methods.modules import match_linear_targets
+from deltatune.methods.peft_layout import from_peft_key, to_peft_key
+from deltatune.methods.protocol import InstallContext, Method, PeftTwin
 
-__all__ = ["LoraConfig", "LoRALinear", "apply_lora", "lora_targets", "wrap_lora"]
+__all__ = ["METHOD", "LoraConfig", "LoRALinear", "install_lora", "lora_targets", "wrap_lora"]
 
 
 def lora_targets(model: nn.Module, cfg: LoraConfig) -> list[str]:
@@ -28,7 +33,16 @@ def wrap_lora(module: nn.Module, cfg: LoraConfig, name: str = "") -> LoRALinear:
     return LoRALinear(module, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, rslora=cfg.rslora)
 
 
-def apply_lora(model: nn.Module, cfg: LoraConfig) -> None:
-    """Swap a fresh LoRALinear in for every target (new A/B require grad; bases untouched)."""
-    for name in lora_targets(model, cfg):
-        swap_module(model, name, wrap_lora(model.get_submodule(name), cfg, name))
+def install_lora(model: nn.Module, cfg: LoraConfig, ctx: InstallContext) -> WrapperInstall:
+    """A fresh LoRALinear around every target (new A/B require grad; the bases untouched)."""
+    names = lora_targets(model, cfg)  # raises on a bad target before anything changes
+    return WrapperInstall(model, {name: wrap_lora(model.get_submodule(name), cfg, name) for name in names})
+
+
+METHOD = Method(
+    name="lora",
+    config_cls=LoraConfig,
+    install=install_lora,
+    peft=PeftTwin("LORA", peft_format.peft_adapter_config, peft_format.config_from_peft, to_peft_key, from_peft_key),
+    summary="low-rank update B·A beside chosen Linear layers (Hu et al. 2021)",
+)

@@ -3,7 +3,7 @@
     attach_teacher_topk(base_model, replay_set, k=16)   # before the method is applied
     batch = collate(examples, pad_id)                   # + teacher_ids / teacher_probs (B, T, K)
 
-Replaying the base model's greedy answers (deltatune.data.replay) only tells the tuned model
+Replaying the base model's greedy answers (deltatune.replay.answers) only tells the tuned model
 which token the base would pick. Its whole next-token distribution says more: how sure it was
 and what the alternatives were (logit distillation; Hinton et al. 2015, and for LLM
 fine-tuning e.g. the "KD against forgetting" line of work). With `data.replay_topk: K`, each
@@ -14,7 +14,9 @@ entropy, to KL(teacher_topK || student). Top-K instead of the full vocabulary ke
 targets small (K x 8 bytes per token) and drops the long tail of near-zero probabilities.
 
 Computed once per run with one batched forward pass over the replay examples (seconds), on
-the base model before any method is applied; repeated copies share the same targets.
+the base model before any method is applied; repeated copies share the same targets. Turning
+the per-token lists into (B, T, K) tensors is the pipeline's job (`deltatune.data.batching.
+collate_teacher`, called by `collate`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def attach_teacher_topk(model, dataset, k: int, pad_id: int, batch_size: int = 8
 
     Both are lists with one entry per token (aligned with `labels`): None where the token is
     not a target, else K token ids / K probabilities for predicting that token."""
+    from deltatune.forward import decoder_hidden, output_head
     from deltatune.losses.lm import labelled_logits
     from deltatune.models.device import model_device
 
@@ -41,9 +44,8 @@ def attach_teacher_topk(model, dataset, k: int, pad_id: int, batch_size: int = 8
     for start in tqdm(range(0, len(examples), batch_size), desc="replay teacher top-k", leave=False):
         chunk = examples[start : start + batch_size]
         batch = collate(chunk, pad_id)
-        hidden = model.get_decoder()(input_ids=batch["input_ids"].to(device),
-                                     attention_mask=batch["attention_mask"].to(device)).last_hidden_state
-        logits, keep = labelled_logits(hidden, model.get_output_embeddings(), batch["labels"])  # (N, V)
+        hidden, _ = decoder_hidden(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        logits, keep = labelled_logits(hidden, output_head(model), batch["labels"])  # (N, V)
         for ex in chunk:
             ex["teacher_ids"] = [None] * len(ex["input_ids"])
             ex["teacher_probs"] = [None] * len(ex["input_ids"])
@@ -58,18 +60,3 @@ def attach_teacher_topk(model, dataset, k: int, pad_id: int, batch_size: int = 8
             chunk[row]["teacher_probs"][col + 1] = probs[n].tolist()
     model.train(was_training)
 
-
-def collate_teacher(examples: list[dict], width: int) -> dict[str, torch.Tensor]:
-    """(B, T, K) `teacher_ids` and `teacher_probs` (all-zero probs where a token has no teacher
-    target: the loss uses the plain label there); {} when no example carries targets."""
-    k = next((len(ids) for ex in examples for ids in ex.get("teacher_ids") or [] if ids), 0)
-    if k == 0:
-        return {}
-    ids = torch.zeros((len(examples), width, k), dtype=torch.long)
-    probs = torch.zeros((len(examples), width, k), dtype=torch.float32)
-    for row, ex in enumerate(examples):
-        cols = [col for col, tid in enumerate(ex.get("teacher_ids") or []) if tid is not None]
-        if cols:  # one tensor per example, not one per token (this runs for every batch)
-            ids[row, cols] = torch.tensor([ex["teacher_ids"][c] for c in cols])
-            probs[row, cols] = torch.tensor([ex["teacher_probs"][c] for c in cols])
-    return {"teacher_ids": ids, "teacher_probs": probs}

@@ -11,7 +11,7 @@ Splits (all alpaca-shaped: instruction, input "", output, plus `answer`, `fact_i
 - `general`: easy general-knowledge questions the base SmolLM2-135M-Instruct answers
   correctly (the forgetting probe; see GENERAL_PROBE).
 - `neighbours`: prompts only (no answers): the train questions' forms asked about real-world
-  subjects, for self-distillation replay (see deltatune.data.orgfacts_neighbours).
+  subjects, for self-distillation replay (see deltatune.datasets.orgfacts_neighbours).
 Which paraphrase lands in which split comes from one `random.Random(SEED)`: the same files on
 every run and machine (no dependence on hash randomisation or dict order).
 """
@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import random
 
-from deltatune.data.formats import alpaca_user_text
-from deltatune.data.orgfacts_facts import ORG, TEMPLATES, all_facts
-from deltatune.data.orgfacts_neighbours import neighbour_prompts
+from deltatune.datasets.orgfacts_facts import ORG, TEMPLATES, all_facts
+from deltatune.datasets.orgfacts_neighbours import neighbour_prompts
 
 SPLITS = ("train", "val", "test", "general", "neighbours")
 SEED = 1987
@@ -115,7 +114,7 @@ def possessive(name: str) -> str:
 
 
 def build_splits(seed: int = SEED) -> dict[str, list[dict]]:
-    """All four splits in memory; the same lists for the same seed."""
+    """All five splits in memory; the same lists for the same seed."""
     rng = random.Random(seed)
     facts = all_facts()
     val_ids = set(rng.sample([f["fact_id"] for f in facts], k=len(facts) // VAL_SHARE))
@@ -150,24 +149,7 @@ def build_splits(seed: int = SEED) -> dict[str, list[dict]]:
     return splits
 
 
-def qa_prompt_messages(record: dict, system_prompt: str | None = None) -> list[dict]:
-    """The chat turns to generate an answer from: optional system, history, then the question.
-
-    Works for alpaca-shaped QA records and for `messages` records (every turn before the
-    last assistant turn).
-    """
-    messages: list[dict] = []
-    if "messages" in record:
-        turns = list(record["messages"])
-        if turns and turns[-1].get("role") == "assistant":
-            turns = turns[:-1]
-        messages = [{"role": t["role"], "content": t["content"]} for t in turns]
-    else:
-        if record.get("system"):
-            messages.append({"role": "system", "content": record["system"]})
-        for user, assistant in record.get("history") or []:
-            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        messages.append({"role": "user", "content": alpaca_user_text(record)})
-    if system_prompt is not None and not (messages and messages[0]["role"] == "system"):
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
+def split_records(split: str) -> list[dict]:
+    """One split's records (`builtin:orgfacts/SPLIT`); all splits are generated together
+    (~20 ms) because they share one random stream."""
+    return build_splits()[split]

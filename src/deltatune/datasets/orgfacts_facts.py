@@ -3,7 +3,7 @@
 Veltrane Robotics is invented: no pretrained model can know these facts, so accuracy on them
 measures what fine-tuning taught. Each fact belongs to a kind; each kind has eight question
 templates (every one keeps the fact's key words, so a paraphrase never hides what is asked)
-and one answer sentence. `deltatune.data.orgfacts` turns these into train/val/test splits.
+and one answer sentence. `deltatune.datasets.orgfacts` turns these into train/val/test splits.
 Edit freely: ids must stay unique, answers short (1-4 words) and unambiguous.
 """
 

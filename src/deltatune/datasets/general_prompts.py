@@ -6,7 +6,7 @@ largest mammal?" in the same template with a wrong filler. A standard remedy is 
 data back in; with no general instruction data shippable offline, we ask the *base model
 itself* to answer these prompts before training and replay its own answers
 (self-distillation: the replayed targets are what the model already says, so they teach it to
-keep saying it). See `deltatune.data.replay`.
+keep saying it). See `deltatune.replay.answers`.
 
 These prompts are deliberately of other kinds than the forgetting probe (`builtin:orgfacts/
 general`): no capital, opposite, language or currency templates, and none of its questions
@@ -171,6 +171,6 @@ GENERAL_PROMPTS: list[str] = [
 ]
 
 
-def build_splits() -> dict[str, list[dict]]:
+def prompt_records() -> list[dict]:
     """`builtin:general/prompts`: alpaca records with an instruction and no output."""
-    return {"prompts": [{"instruction": p, "input": ""} for p in GENERAL_PROMPTS]}
+    return [{"instruction": p, "input": ""} for p in GENERAL_PROMPTS]

@@ -9,7 +9,7 @@ invented names, cities and numbers, and starts saying "The first person to walk 
 Yuki Tamsworth". Knowledge-editing work measures exactly this on "neighbourhood prompts"
 (the edited relation asked about other subjects, which must keep their old answers; Meng et
 al. 2022, ROME / CounterFact). Used as replay prompts, the neighbours are answered by the base
-model before training and trained back (self-distillation, `deltatune.data.replay`), so the
+model before training and trained back (self-distillation, `deltatune.replay.answers`), so the
 new facts stay tied to Veltrane Robotics instead of to the question form.
 
 Every prompt is one orgfacts template (`orgfacts_facts.TEMPLATES`) filled with a real-world
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 
-from deltatune.data.orgfacts_facts import TEMPLATES
+from deltatune.datasets.orgfacts_facts import TEMPLATES
 
 SEED = 2024
 TEMPLATES_PER_SUBJECT = 2  # paraphrases asked per subject, picked with random.Random(SEED)
@@ -122,7 +122,9 @@ def neighbour_prompts(seed: int = SEED) -> list[str]:
     """The orgfacts templates filled with the real-world subjects above, in a fixed order.
     A filled prompt whose first four words open a probe question ("In which city is ...") is
     never picked."""
-    from deltatune.data.orgfacts import GENERAL_PROBE, fill  # orgfacts imports this module
+    from deltatune.datasets.orgfacts import GENERAL_PROBE, fill  # orgfacts imports this module
+    # the evaluation's own normaliser (pure text, no model): "opens like a probe question"
+    # must mean the same here as when the probe is scored
     from deltatune.eval.text_metrics import normalise
 
     def opening(text: str) -> tuple[str, ...]:

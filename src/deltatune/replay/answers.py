@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from deltatune.atomic import write_text_atomic
 from deltatune.data.formats import alpaca_user_text, resolve_format, to_conversation
 from deltatune.data.sources import load_records
 from deltatune.errors import DeltatuneError
@@ -42,7 +41,8 @@ def self_replay_records(model, tokenizer, spec: str, system_prompt: str | None =
     else:
         tqdm.write(f"self-distillation replay: the base model answers {len(prompts)} prompts from {spec} (cached after this)")
         records = _generate(model, tokenizer, prompts, system_prompt, max_new_tokens, batch_size)
-        _write_atomic(cache, records)
+        # atomic: a run killed mid-write must not leave a short cache that later runs trust
+        write_text_atomic(cache, "".join(json.dumps(r) + "\n" for r in records))
     if not records:
         raise DeltatuneError(f"data.replay {spec}: the base model finished no answer within "
                              f"{max_new_tokens} tokens; raise data.replay_max_new_tokens")
@@ -93,11 +93,3 @@ def _cache_dir() -> Path:
 
     return deltatune_home() / "replay"
 
-
-def _write_atomic(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)

@@ -1,0 +1,66 @@
+"""deltatune.datasets: the built-in generated datasets, behind one table.
+
+    from deltatune.datasets import BUILTINS, write_builtin
+    records = BUILTINS["builtin:orgfacts/test"]()        # plain dicts, the same on every run
+    paths = write_builtin("orgfacts", "data/orgfacts")  # `deltatune data make orgfacts --out ...`
+
+`BUILTINS` maps every `builtin:NAME/SPLIT` spec to the function that generates its records;
+it is the one place a built-in dataset is registered. Training and evaluation reach it through
+`deltatune.data.load_records("builtin:...")`, which adds each record's `_origin`.
+
+Modules: orgfacts (the invented-company facts: train/val/test, the `general` forgetting probe,
+and the `neighbours` replay prompts), orgfacts_facts (its fact tables and question
+templates), orgfacts_neighbours (the question forms about real-world subjects),
+general_prompts (everyday instructions for self-distillation replay). Nothing here runs a
+model; the data is generated from fixed seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from deltatune.atomic import write_text_atomic
+from deltatune.datasets import general_prompts, orgfacts
+from deltatune.errors import DeltatuneError
+
+PREFIX = "builtin:"
+
+# spec -> records; `data make NAME` writes every split of NAME in this order
+BUILTINS: dict[str, Callable[[], list[dict]]] = {
+    "builtin:orgfacts/train": partial(orgfacts.split_records, "train"),
+    "builtin:orgfacts/val": partial(orgfacts.split_records, "val"),
+    "builtin:orgfacts/test": partial(orgfacts.split_records, "test"),
+    "builtin:orgfacts/general": partial(orgfacts.split_records, "general"),
+    "builtin:orgfacts/neighbours": partial(orgfacts.split_records, "neighbours"),
+    "builtin:general/prompts": general_prompts.prompt_records,
+}
+
+
+def dataset_splits(name: str) -> list[str]:
+    """The splits of built-in dataset NAME, in table order ([] for an unknown name)."""
+    head = f"{PREFIX}{name}/"
+    return [spec[len(head):] for spec in BUILTINS if spec.startswith(head)]
+
+
+def dataset_names() -> list[str]:
+    """Every built-in dataset name, sorted ("general", "orgfacts")."""
+    return sorted({spec[len(PREFIX):].partition("/")[0] for spec in BUILTINS})
+
+
+def write_builtin(name: str, out_dir: str | Path) -> list[Path]:
+    """Write every split of a built-in dataset as OUT_DIR/SPLIT.jsonl; returns the paths."""
+    splits = dataset_splits(name)
+    if not splits:
+        raise DeltatuneError(f"unknown built-in dataset {name!r}; known: {dataset_names()}")
+    # everything is generated before anything is written: an error leaves no partial folder
+    records = {split: BUILTINS[f"{PREFIX}{name}/{split}"]() for split in splits}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_text_atomic(out / f"{split}.jsonl", _jsonl(rows)) for split, rows in records.items()]
+
+
+def _jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

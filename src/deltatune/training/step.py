@@ -1,0 +1,113 @@
+"""One optimiser step, as a building block every recipe composes: token-weighted gradient
+accumulation, the method's extra loss, clipping, the NaN/inf guard, AdamW, the schedule, and
+the method's after-step hook.
+
+    stepper = OptimiserStep(model, installed, cfg.train, total_steps, loss_fn=model_lm_loss)
+    result = stepper.step(micro_batches, dtype="float32")   # StepResult(loss, tokens, grad_norm, lr)
+
+`loss_fn(model, batch) -> (mean loss over the batch's units, unit count)` is the recipe's
+choice (LM tokens for sft/pt; pairs for preference losses). Each micro-batch's mean is
+weighted by its share of the step's units, so 2 micro-batches of 4 give the gradient of one
+batch of 8. A non-finite loss or gradient norm raises `NonFinite` before the optimiser moves,
+so a poisoned step never reaches the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from deltatune.data.labels import IGNORE_INDEX
+from deltatune.models.device import autocast_for, model_device
+from deltatune.training.optim import build_optimizer, build_scheduler
+
+LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, int]]
+
+
+def labelled_tokens(batch: dict) -> int:
+    """Units of an LM batch: positions whose next token carries a label."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+@dataclass
+class StepResult:
+    loss: float  # unit-weighted mean loss of the step (before the update)
+    tokens: int  # units (labelled tokens) in the step
+    grad_norm: float  # before clipping
+    lr: float  # the learning rate this step used
+
+
+class NonFinite(Exception):
+    """The loss or gradient norm was NaN/inf; `what` and `value` say which."""
+
+    def __init__(self, what: str, value: float, lr: float):
+        super().__init__(f"{what} became {value}")
+        self.what, self.value, self.lr = what, value, lr
+
+
+class OptimiserStep:
+    """AdamW over the installed method's trainable tensors, and the schedule (see module docstring)."""
+
+    def __init__(self, model, installed, train_cfg, total_steps: int, loss_fn: LossFn,
+                 units: Callable[[dict], int] = labelled_tokens):
+        self.model, self.installed, self.cfg = model, installed, train_cfg
+        self.loss_fn, self.units = loss_fn, units
+        self.hooks = installed.hooks
+        groups = self.hooks.param_groups(train_cfg) if self.hooks.param_groups else None
+        self.optimizer = build_optimizer(model, train_cfg, groups)
+        self.scheduler = build_scheduler(self.optimizer, train_cfg.schedule, train_cfg.warmup_steps, total_steps)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def accumulate(self, batches: list[dict], dtype: str = "float32") -> tuple[float, int]:
+        """Backward over micro-batches so the gradient is that of one batch holding all of them.
+        Returns (unit-weighted mean loss, units); raises NonFinite on a non-finite loss."""
+        device = model_device(self.model)
+        total = sum(self.units(b) for b in batches)
+        loss_sum = 0.0
+        for batch in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast_for(dtype, device):
+                loss, n = self.loss_fn(self.model, batch)
+                if self.hooks.extra_loss is not None and n:
+                    loss = loss + self.hooks.extra_loss()
+            if n == 0:
+                continue
+            if not torch.isfinite(loss):
+                raise NonFinite("the training loss", float(loss), self.lr)
+            (loss * (n / total)).backward()
+            loss_sum += loss.item() * n
+        return (loss_sum / total if total else 0.0), total
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self, batches: list[dict], step_number: int, dtype: str = "float32") -> StepResult:
+        """Accumulate, guard, clip, update, schedule; `step_number` = steps done after this one."""
+        lr = self.lr
+        loss, tokens = self.accumulate(batches, dtype)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or float("inf")))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFinite("the gradient norm", grad_norm, lr)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.hooks.after_optimizer_step is not None:
+            with torch.no_grad():
+                self.hooks.after_optimizer_step(step_number)
+        return StepResult(loss, tokens, grad_norm, lr)
+
+    def set_base_lr(self, lr: float, step: int) -> None:
+        """After a resume: the configured lr wins over the saved one (e.g. lowered after a NaN
+        stop); an unchanged config gives identical values, so an exact resume stays exact.
+        A method's param group keeps its `lr_ratio` to train.lr."""
+        groups = self.optimizer.param_groups
+        bases = [lr * group.get("lr_ratio", 1.0) for group in groups]
+        self.scheduler.base_lrs = bases
+        for group, base, factor in zip(groups, bases, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(step)
+        self.scheduler._last_lr = [group["lr"] for group in groups]

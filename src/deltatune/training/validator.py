@@ -1,0 +1,85 @@
+"""Validation as a building block: the held-out loss every `eval_every` steps, early stopping,
+the best weights kept on disk, and putting them back at the end.
+
+    validator = Validator(val_set, installed, run_dir, cfg.train, pad_id, dtype, log)
+    stop = validator.validate(state)             # after an optimiser step: True -> stop early
+    restored = validator.restore_best(state, last_val)   # {"step", "val_loss"} or None
+
+The loss is `deltatune.eval.perplexity.mean_token_loss` — the evaluator's token-weighted loss,
+run in eval mode (no dropout) under the same autocast as training — so the number logged here
+is the number `deltatune eval` reports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deltatune.eval.perplexity import mean_token_loss
+from deltatune.models.device import autocast_for, model_device
+from deltatune.training.checkpoint import TrainState, best_weights, load_best, save_best
+from deltatune.training.metrics import MetricsLog
+from deltatune.training.progress import say
+
+
+def validation_loss(model, dataset, batch_size: int, pad_id: int, dtype: str = "float32") -> float:
+    """Mean loss over every labelled token of `dataset` (eval mode, autocast as in training)."""
+    with autocast_for(dtype, model_device(model)):
+        return mean_token_loss(model, dataset, pad_id, batch_size, desc="val loss")[0]
+
+
+def record_val(state: TrainState, val: float, patience: int | None) -> bool:
+    """Record a validation loss; True when `patience` evals in a row brought no improvement."""
+    if state.best_val_loss is None or val < state.best_val_loss:
+        state.best_val_loss, state.bad_evals = val, 0
+    else:
+        state.bad_evals += 1
+    return patience is not None and state.bad_evals >= patience
+
+
+class Validator:
+    """Held-out loss, early stopping and best-weights bookkeeping for one run (see module docstring)."""
+
+    def __init__(self, model, val_set, installed, run_dir: Path, train_cfg, pad_id: int, dtype: str, log: MetricsLog):
+        self.model, self.val_set, self.installed = model, val_set, installed
+        self.run_dir, self.cfg, self.pad_id, self.dtype, self.log = Path(run_dir), train_cfg, pad_id, dtype, log
+        self.last: tuple[int, float] | None = None  # (step, val loss) of the latest validation
+
+    def due(self, step: int) -> bool:
+        return self.val_set is not None and bool(self.cfg.eval_every) and step % self.cfg.eval_every == 0
+
+    def validate(self, state: TrainState) -> bool:
+        """Measure, log, keep the weights when best; True when early stopping says stop."""
+        val = validation_loss(self.model, self.val_set, self.cfg.batch_size, self.pad_id, self.dtype)
+        self.last = (state.step, val)
+        stop = record_val(state, val, self.cfg.early_stopping_patience)
+        if self.cfg.restore_best and state.bad_evals == 0:  # a new best
+            save_best(self.run_dir, self.installed, state.step, val)
+        self.log.write("val", step=state.step, val_loss=val, best_val_loss=state.best_val_loss)
+        say(f"step {state.step}: val loss {val:.4f} (best {state.best_val_loss:.4f})")
+        return stop
+
+    def final(self, state: TrainState) -> float | None:
+        """The val loss of the weights at the end of the loop (measured unless just measured)."""
+        if self.val_set is None:
+            return None
+        if self.last is not None and self.last[0] == state.step:
+            return self.last[1]
+        val = validation_loss(self.model, self.val_set, self.cfg.batch_size, self.pad_id, self.dtype)
+        record_val(state, val, None)
+        self.log.write("val", step=state.step, val_loss=val, best_val_loss=state.best_val_loss)
+        return val
+
+    def restore_best(self, state: TrainState, last_val: float | None) -> dict | None:
+        """Put back the lowest-val-loss weights when they beat the last ones (call after the
+        final checkpoint, so --resume still continues from the last weights)."""
+        if not self.cfg.restore_best or last_val is None:
+            return None
+        kept = best_weights(self.run_dir)
+        if kept is None or kept[1]["step"] == state.step or kept[1]["val_loss"] >= last_val:
+            return None
+        load_best(kept[0], self.installed)
+        self.log.write("restore_best", step=state.step, best_step=kept[1]["step"], val_loss=kept[1]["val_loss"],
+                       last_val_loss=last_val)
+        say(f"restored the best weights (step {kept[1]['step']}, val loss {kept[1]['val_loss']:.4f}; "
+            f"the last step's was {last_val:.4f})")
+        return kept[1]
