@@ -74,7 +74,7 @@ def _adapted(tiny_llama_dir, n=4, seed=0, **kw):
 def test_init_text_rows_are_the_text_embeddings_repeated(tiny_llama_dir, tokenizer, extra):
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     k = len(ids)
-    assert k >= 2
+    assert k >= 3  # so that (ids * 3) covers k + 5 rows
     n = k + extra
     model = _base(tiny_llama_dir)
     cfg = PromptConfig(num_virtual_tokens=n, init_text=TEXT)
@@ -226,6 +226,21 @@ def test_hidden_states_are_aligned_with_the_callers_tokens(tiny_llama_dir, batch
     assert hidden.shape == (*ids.shape, HIDDEN) and cache is None
     torch.testing.assert_close(hidden, via_decoder, rtol=0, atol=0)
     assert _logits(model, batch).shape == (*ids.shape, model.config.vocab_size)
+
+
+def test_positional_decoder_arguments_are_kept(tiny_llama_dir, batch):
+    """`decoder(ids, mask)` computes what `decoder(input_ids=ids, attention_mask=mask)` does:
+    the pre-hook re-passes every argument as a keyword, so none may be dropped (a bug once:
+    only input_ids survived, the positional mask was silently lost)."""
+    model = _adapted(tiny_llama_dir, n=6)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    decoder = model.get_decoder()
+    with torch.no_grad():
+        by_name = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        by_position = decoder(ids, mask).last_hidden_state
+        unmasked = decoder(ids).last_hidden_state
+    torch.testing.assert_close(by_position, by_name, rtol=0, atol=0)
+    assert (unmasked[1] - by_name[1]).abs().max() > 1e-4  # the mask does matter for row 1
 
 
 def test_lm_loss_is_the_hand_computed_cross_entropy(tiny_llama_dir, batch):

@@ -178,14 +178,19 @@ def test_cached_decoding_logits_match_peft(tiny_llama_dir):
                 torch.testing.assert_close(logits[row], want[len(prompt) - 1 + k], **TOL)
 
 
-def test_our_adapter_folder_loads_in_peft(tiny_llama_dir, batch, tmp_path):
+@pytest.mark.parametrize("init", ["random", "vocab", "text"])
+def test_our_adapter_folder_loads_in_peft(tiny_llama_dir, batch, tmp_path, init):
+    """Whatever our init kind (peft's config then says RANDOM / SAMPLE_VOCAB / TEXT), peft
+    loads the folder and computes the same logits."""
     ref = _peft(tiny_llama_dir)
-    ours, cfg = _ours_like(tiny_llama_dir, ref)
+    ours, _ = _ours_like(tiny_llama_dir, ref)
+    cfg = PromptConfig(num_virtual_tokens=P, init=init, init_text="Answer briefly." if init == "text" else None)
     out = core.save_adapter(ours, cfg, tmp_path / "adapter", tiny_llama_dir)
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     meta = json.loads((out / "adapter_config.json").read_text())
     assert meta["peft_type"] == "PROMPT_TUNING" and meta["task_type"] == "CAUSAL_LM"
     assert meta["num_virtual_tokens"] == P and meta["token_dim"] == HIDDEN
+    assert meta["prompt_tuning_init"] == {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}[init]
     loaded = peft.PeftModel.from_pretrained(_base(tiny_llama_dir), out).eval()
     torch.testing.assert_close(_peft_prompt(loaded), ours.prompt_embeddings.weight, rtol=0, atol=0)
     with torch.no_grad():

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import threading
+import time
 
 import httpx
 import openai
@@ -181,10 +183,21 @@ def test_completions_endpoint_for_every_method(client, tokenizer, reference):
         assert "".join(c.choices[0].text for c in streamed if c.choices) == expected.text, name
 
 
+def _wait_for(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_concurrent_mixed_requests_alternate_adapters(server, client, reference, monkeypatch):
-    """Requests for all four models from many threads at once: the worker batches per model
-    and switches adapters between batches; every answer still equals its reference."""
-    registry = server.state.registry
+    """24 requests (6 per model, both questions) from threads at once. The worker is held
+    until all are queued, so it must batch them per model, up to max_batch=4 (4 + 2 per model,
+    each first batch mixing both prompt lengths: left padding under every method), switching
+    adapters between batches; every answer still equals its lone in-process reference."""
+    registry, worker = server.state.registry, server.state.worker
     activated = []
     real_activate = registry.activate
 
@@ -193,17 +206,24 @@ def test_concurrent_mixed_requests_alternate_adapters(server, client, reference,
         return real_activate(name)
 
     monkeypatch.setattr(registry, "activate", recording_activate)
-    jobs = [(name, messages) for _ in range(2) for messages in QUESTIONS for name in SERVED]  # 16 requests
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        futures = {pool.submit(chat, client, name, messages): (name, messages) for name, messages in jobs}
-        for future in concurrent.futures.as_completed(futures):
-            name, messages = futures[future]
-            assert_matches(future.result(), reference(name, messages), name)
+    jobs = [(name, messages) for _ in range(3) for messages in QUESTIONS for name in SERVED]
+    gate = threading.Event()
+    held = worker.call(lambda: gate.wait(120))  # the worker thread waits here, between batches
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+            futures = {pool.submit(chat, client, name, messages): (name, messages) for name, messages in jobs}
+            assert _wait_for(lambda: worker.queued() == len(jobs)), worker.queued()
+            gate.set()
+            for future in concurrent.futures.as_completed(futures):
+                name, messages = futures[future]
+                assert_matches(future.result(), reference(name, messages), name)
+    finally:
+        gate.set()
+    assert held.result(timeout=30) is True
     monkeypatch.undo()
-    assert set(activated) == set(SERVED)
-    switches = sum(a != b for a, b in itertools.pairwise(activated))
-    assert switches >= len(SERVED) - 1, activated
-    assert len(activated) <= len(jobs)  # never more batches than requests
+    assert sorted(activated) == sorted(SERVED * 2), activated  # per model: one batch of 4, one of 2
+    assert sum(a != b for a, b in itertools.pairwise(activated)) >= len(SERVED) - 1, activated
+    assert worker.stats["max_batch_seen"] == 4
     assert_base_is_plain(server.state.model)
 
 

@@ -10,7 +10,8 @@ swaps the base layers back; the wrappers keep their tensors.
 
 `TensorInstall`: the method trains some of the base's own parameters (full, freeze). Trained
 in place, there is no separate "base" to switch back to without a copy of it, so `detach`
-refuses. Loaded over a shared base (serving, `ctx.shared_base`), the trained tensors are held
+refuses once the weights have changed (before the first update it is a no-op: the parameters
+still hold the base, which is how a recipe measures the base after installing the method). Loaded over a shared base (serving, `ctx.shared_base`), the trained tensors are held
 aside and swapped in as the parameters' data on `attach`, out again on `detach`: the base
 tensors are never written.
 """
@@ -132,6 +133,8 @@ class TensorInstall:
         self.attached = True
         for param in self.params.values():
             param.requires_grad_(True)
+        # in-place version counters at install: unchanged -> the parameters still hold the base
+        self._versions = {name: p._version for name, p in self.params.items()}
 
     def state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.params.items()}
@@ -162,7 +165,7 @@ class TensorInstall:
         if not self.attached:
             return
         if self._base is None:
-            if self.shared:  # nothing swapped in yet
+            if self.shared or self._untouched():  # nothing swapped in / trained yet: already the base
                 self.attached = False
                 return
             raise DeltatuneError(
@@ -172,6 +175,9 @@ class TensorInstall:
         for name, param in self.params.items():
             param.data = self._base[name]
         self.attached = False
+
+    def _untouched(self) -> bool:
+        return all(p._version == self._versions[name] for name, p in self.params.items())
 
     def merge(self) -> None:
         """Nothing to fold: the trained tensors already are the model's weights."""

@@ -45,6 +45,16 @@ def load_for_training(cfg):
     return model, tokenizer
 
 
+def measure_base(model, measure):
+    """`measure()` of the base model, with the method already installed: switched off for the
+    call, and the RNG state restored afterwards, so measuring or not leaves training's random
+    stream (dropout, sampling) exactly as it was."""
+    from deltatune.methods.core import switched_off
+
+    with torch.random.fork_rng(), switched_off(model):
+        return measure()
+
+
 def describe_dataset(name: str, dataset) -> None:
     stats = getattr(dataset, "stats", {}) or {}
     extra = ", ".join(f"{k} {stats[k]}" for k in ("truncated", "dropped", "replay") if stats.get(k))

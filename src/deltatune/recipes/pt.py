@@ -45,14 +45,16 @@ def run(cfg, resume: bool = False) -> Path:
     train_set, val_set = load_datasets(cfg, tokenizer)
     common.describe_dataset("train", train_set)
 
+    common.seed_everything(cfg.train.seed)  # the method's init: the same whatever ran before
+    # install before anything is written: a config that does not fit the model (targets
+    # matching nothing, an init_text too long) fails here with nothing on disk
+    installed = apply_method(model, cfg.method, tokenizer=tokenizer)
+
     run_dir = prepare_run_dir(cfg, resume)
     resume_from = common.resume_point(run_dir, resume)
     before = common.read_before(run_dir) if resume_from else None
     if cfg.eval.before_after and before is None and val_set is not None:
-        before = _loss_report(model, val_set, cfg, tokenizer.pad_token_id)
-    common.seed_everything(cfg.train.seed)
-
-    installed = apply_method(model, cfg.method, tokenizer=tokenizer)
+        before = common.measure_base(model, lambda: _loss_report(model, val_set, cfg, tokenizer.pad_token_id))
     common.print_parameter_counts(model)
     result = train(model, installed, train_set, val_set, cfg, run_dir, tokenizer.pad_token_id, resume_from, desc="pt")
 

@@ -2,7 +2,7 @@
 
     registry = AdapterRegistry(model, base_name="smollm2-135m")
     registry.add("support", resolve_adapter_dir("runs/support"), source="cli")   # worker thread
-    with registry.activate("support"):     # the LoRA is live (unmerged) only inside the block
+    with registry.activate("support"):     # the adapter is live (unmerged) only inside the block
         generate(model, ...)
 
 Each adapter is an `AdapterHandle` from `deltatune.methods.core.load_adapter_handle`: the
@@ -32,7 +32,7 @@ from deltatune.errors import DeltatuneError
 from deltatune.serve.protocol import ADAPTER_NAME_PATTERN, APIError, model_card
 
 NAME_RE = re.compile(ADAPTER_NAME_PATTERN)
-ADAPTER_MARKERS = ("adapter_config.json", "deltatune_adapter.json")  # LoRA (PEFT) / full, freeze
+ADAPTER_MARKERS = ("adapter_config.json", "deltatune_adapter.json")  # a peft folder / ours (any method)
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 

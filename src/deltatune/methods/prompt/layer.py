@@ -20,6 +20,8 @@ cache, export checks, serving — gets the virtual tokens without knowing about 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -63,8 +65,12 @@ class PromptInstall:
 
     # -- the two hooks
     def _before(self, decoder: nn.Module, args: tuple, kwargs: dict):
-        if args:  # input_ids given positionally
-            kwargs = {"input_ids": args[0], **kwargs}
+        if args:  # positional arguments (input_ids, attention_mask, ...): by the forward's names
+            names = _positional_names(decoder)
+            if len(args) > len(names):
+                raise DeltatuneError(f"prompt tuning: {type(decoder).__name__} got {len(args)} positional "
+                                     f"arguments, its forward takes {len(names)}")
+            kwargs = {**dict(zip(names, args)), **kwargs}
         n = self.prompt.num_tokens
         prefill = _cache_length(kwargs) == 0
         if prefill:
@@ -137,6 +143,13 @@ class PromptInstall:
 
     unmerge = merge
     merge_and_unload = merge
+
+
+def _positional_names(decoder: nn.Module) -> list[str]:
+    """The names the decoder's forward binds positional arguments to, in order (the hook
+    returns everything as keywords, so none may be dropped: `decoder(ids, mask)` keeps its mask)."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [n for n, p in inspect.signature(decoder.forward).parameters.items() if p.kind in kinds]
 
 
 def _batch_size(kwargs: dict) -> int:
