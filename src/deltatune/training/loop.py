@@ -111,8 +111,7 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
         try:
             result = stepper.step(batches, state.step + 1, cfg.model.dtype)
         except NonFinite as err:
-            log.write("nan_stop", step=state.step + 1, **{"loss" if "loss" in err.what else "grad_norm": err.value},
-                      lr=err.lr)
+            log.write("nan_stop", step=state.step + 1, **{err.field: err.value}, lr=err.lr)
             raise _non_finite(err, state.step + 1, run_dir) from None
         state.step += 1
         state.epoch, state.batch_index = window[-1][0], window[-1][1]

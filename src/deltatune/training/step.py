@@ -3,7 +3,7 @@ accumulation, the method's extra loss, clipping, the NaN/inf guard, AdamW, the s
 the method's after-step hook.
 
     stepper = OptimiserStep(model, installed, cfg.train, total_steps, loss_fn=model_lm_loss)
-    result = stepper.step(micro_batches, dtype="float32")   # StepResult(loss, tokens, grad_norm, lr)
+    result = stepper.step(micro_batches, step_number=1)    # StepResult(loss, tokens, grad_norm, lr)
 
 `loss_fn(model, batch) -> (mean loss over the batch's units, unit count)` is the recipe's
 choice (LM tokens for sft/pt; pairs for preference losses). Each micro-batch's mean is
@@ -41,11 +41,11 @@ class StepResult:
 
 
 class NonFinite(Exception):
-    """The loss or gradient norm was NaN/inf; `what` and `value` say which."""
+    """The loss or gradient norm was NaN/inf: `what` for people, `field` for metrics.jsonl."""
 
-    def __init__(self, what: str, value: float, lr: float):
+    def __init__(self, what: str, field: str, value: float, lr: float):
         super().__init__(f"{what} became {value}")
-        self.what, self.value, self.lr = what, value, lr
+        self.what, self.field, self.value, self.lr = what, field, value, lr
 
 
 class OptimiserStep:
@@ -59,7 +59,7 @@ class OptimiserStep:
         groups = self.hooks.param_groups(train_cfg) if self.hooks.param_groups else None
         self.optimizer = build_optimizer(model, train_cfg, groups)
         self.scheduler = build_scheduler(self.optimizer, train_cfg.schedule, train_cfg.warmup_steps, total_steps)
-        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.params = installed.trainable()  # model order: the clipped norm sums as it always did
 
     def accumulate(self, batches: list[dict], dtype: str = "float32") -> tuple[float, int]:
         """Backward over micro-batches so the gradient is that of one batch holding all of them.
@@ -76,7 +76,7 @@ class OptimiserStep:
             if n == 0:
                 continue
             if not torch.isfinite(loss):
-                raise NonFinite("the training loss", float(loss), self.lr)
+                raise NonFinite("the training loss", "loss", float(loss), self.lr)
             (loss * (n / total)).backward()
             loss_sum += loss.item() * n
         return (loss_sum / total if total else 0.0), total
@@ -92,7 +92,7 @@ class OptimiserStep:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or float("inf")))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            raise NonFinite("the gradient norm", grad_norm, lr)
+            raise NonFinite("the gradient norm", "grad_norm", grad_norm, lr)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

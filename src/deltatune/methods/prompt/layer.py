@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from deltatune.errors import DeltatuneError
+from deltatune.methods.installs import copy_state
 from deltatune.methods.protocol import MethodHooks
 
 SLOT = "prompt_embeddings"  # the module's name on the model: its weight is `prompt_embeddings.weight`
@@ -109,8 +110,6 @@ class PromptInstall:
         return {f"{SLOT}.weight": self.prompt.weight.detach()}
 
     def load_state(self, tensors: dict[str, torch.Tensor], where: str) -> None:
-        from deltatune.methods.installs import copy_state
-
         copy_state({f"{SLOT}.weight": self.prompt.weight}, tensors, where)
 
     def trainable(self) -> list[nn.Parameter]:
