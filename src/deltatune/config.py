@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deltatune.config_aliases import Alias, lookup
+from deltatune.atomic import write_text_atomic
 from deltatune.errors import DeltatuneError
 from deltatune.methods.lora.config import LoraConfig
 from deltatune.methods.registry import METHODS, MethodConfig
@@ -197,7 +198,7 @@ def apply_override(raw: dict, item: str) -> None:
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the fully-resolved config (defaults filled in) as YAML."""
     data = cfg.model_dump(mode="json")
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def load_run_config(run_dir: str | Path) -> Config:

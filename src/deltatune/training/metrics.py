@@ -15,6 +15,8 @@ import math
 import time
 from pathlib import Path
 
+from deltatune.atomic import write_text_atomic
+
 
 def _clean(value):
     # JSON has no NaN/inf; write them as strings so the line stays valid JSON.
@@ -41,7 +43,7 @@ class MetricsLog:
         if not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))  # never half a log
 
 
 def read_metrics(path: str | Path, event: str | None = None) -> list[dict]:
