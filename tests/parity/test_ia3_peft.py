@@ -25,15 +25,6 @@ PEFT_DEFAULT = dict(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "
                     feedforward_modules=["down_proj"])
 
 
-@pytest.fixture(scope="module")
-def batch():
-    """Token ids (2, 11) and an attention mask whose second row ends in 4 padding positions."""
-    ids = torch.randint(0, 1000, (2, 11), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    mask[1, -4:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def _base(tiny_llama_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
 

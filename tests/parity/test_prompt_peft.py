@@ -39,15 +39,6 @@ P = 5  # virtual tokens
 HIDDEN = 64  # tiny_llama_dir's hidden size
 
 
-@pytest.fixture(scope="module")
-def batch():
-    """Token ids (2, 11) and an attention mask whose second row ends in 4 padding positions."""
-    ids = torch.randint(0, 1000, (2, 11), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    mask[1, -4:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def _base(tiny_llama_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
 
