@@ -116,6 +116,20 @@ def test_same_seed_same_sample_whatever_the_batch(tiny, prompts):
     assert other_seed.token_ids != alone.token_ids
 
 
+def test_repeated_prompts_share_one_prefill_and_sample_as_if_alone(tiny, prompts):
+    """Several sampled replies to one prompt (the probe's N samples) prefill it once; each row
+    still samples exactly what it samples alone, and the other prompts are unaffected."""
+    model, tokenizer = tiny
+    seeded = [SamplingParams(10, temperature=1.0, seed=s) for s in range(4)]
+    together = generate(model, tokenizer, [prompts[1]] * 4, seeded)
+    alone = [generate(model, tokenizer, [prompts[1]], sp)[0] for sp in seeded]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert len({tuple(c.token_ids) for c in together}) > 1  # the seeds differ, the replies too
+    mixed = generate(model, tokenizer, [prompts[0], prompts[1], prompts[0]], SamplingParams(8))
+    plain = generate(model, tokenizer, [prompts[0], prompts[1]], SamplingParams(8))
+    assert [c.token_ids for c in mixed] == [plain[0].token_ids, plain[1].token_ids, plain[0].token_ids]
+
+
 def test_tiny_top_p_is_greedy(tiny, prompts):
     model, tokenizer = tiny
     greedy = generate(model, tokenizer, prompts, SamplingParams(max_new_tokens=8))

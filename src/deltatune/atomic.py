@@ -53,6 +53,13 @@ def write_json_atomic(path: str | Path, obj, indent: int | None = 2, default=Non
     return write_text_atomic(path, text)
 
 
+def write_jsonl_atomic(path: str | Path, records: list[dict]) -> Path:
+    """One JSON object per line, written atomically; keys starting with "_" (loader
+    bookkeeping such as `_origin`) are left out, so the file reads back as the user's data."""
+    rows = ({k: v for k, v in r.items() if not k.startswith("_")} for r in records)
+    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
 @contextmanager
 def atomic_dir(final: str | Path, replace: bool = False, tmp_name: str | None = None) -> Iterator[Path]:
     """Yield an empty temp folder beside `final`; on a clean exit it is fsynced and renamed to

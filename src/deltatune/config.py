@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -44,7 +44,10 @@ class ModelConfig(Section):
 
 class DataConfig(Section):
     train: str  # file path (.json/.jsonl/.csv) or builtin:NAME/SPLIT
-    val: str | None = None
+    val: str | None = None  # unset: `val_split` of data.train is held out as validation
+    # share of data.train held out as validation when data.val is not given (0: none); the
+    # held-out rows are written to RUN_DIR/val_heldout.jsonl (see deltatune.data.carve)
+    val_split: float = Field(0.1, ge=0, lt=1)
     test: str | None = None  # QA split for generation accuracy (needs an `answer` or `output`)
     probe: str | None = None  # forgetting probe, measured before and after
     format: Literal["auto", "alpaca", "messages", "text"] = "auto"
@@ -57,11 +60,18 @@ class DataConfig(Section):
     replay: str | list[str] | None = None
     replay_max_new_tokens: int = Field(128, ge=1)
     replay_repeat: int = Field(1, ge=1)  # each replay example appears this often per epoch
+    # replay examples per training example (a seeded subset of the answered prompts); None: all
+    # of them. Sized to the user's data so replay never drowns it (deltatune.replay.sizing)
+    replay_ratio: float | None = Field(0.5, gt=0)
     # >0: replay tokens are trained towards the base model's top-K next-token distribution
     # (logit distillation) instead of only its greedy token; see deltatune.replay.teacher
     replay_topk: int = Field(0, ge=0, le=1024)
-    # loss weight of replay tokens (other tokens weigh 1): like replay_repeat, without the compute
-    replay_weight: float = Field(1.0, gt=0)
+    # loss weight of replay tokens (other tokens weigh 1): like replay_repeat, without the
+    # compute; auto: replay weighs REPLAY_SHARE x the user's labelled tokens (replay.sizing)
+    replay_weight: Annotated[float, Field(gt=0)] | Literal["auto"] = 1.0
+    # held-out general prompts: the base answers them; forgetting = mean per-token KL of the
+    # tuned model from the base on those replies (deltatune.eval.forgetting)
+    forgetting_prompts: str | None = None
 
     @field_validator("replay")
     @classmethod
@@ -78,18 +88,20 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int | None = Field(None, gt=0)  # optimiser steps; overrides epochs when set
+    # passes over data.train; `auto` sizes them to the training set (deltatune.training.budget)
+    epochs: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
+    max_steps: int | None = Field(None, gt=0)  # optimiser steps; wins over epochs (auto too) when set
     batch_size: int = Field(8, ge=1)  # examples per micro-batch
     grad_accum: int = Field(1, ge=1)  # micro-batches per optimiser step
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: Literal["constant", "linear", "cosine"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: Annotated[int, Field(ge=0)] | Literal["auto"] = 0  # auto: 5% of the steps
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = 0
-    eval_every: int | None = Field(None, gt=0)  # validation every N optimiser steps (+ at end)
+    # validation every N optimiser steps (+ at end); auto: about 8 times per run
+    eval_every: Annotated[int, Field(gt=0)] | Literal["auto"] | None = None
     save_every: int | None = Field(None, gt=0)  # checkpoint every N optimiser steps (+ at end)
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)  # evals without val-loss gain

@@ -259,11 +259,8 @@ def generate(
 def _decode_loop(model, tokenizer, requests, input_ids, mask, positions, eos_ids, on_token) -> None:
     """Prefill, then one token per step until every request has finished."""
     active = list(requests)  # rows of the current batch, in order
-    cache = None
+    logits, cache = _prefill(model, input_ids, mask, positions)
     while active:
-        # input (B, T) at prefill, (B, 1) afterwards; mask (B, past + T); positions (B, T).
-        # Only the last position goes through the vocabulary projection.
-        logits, cache = next_token_logits(model, input_ids, mask, positions, cache)  # (B, V)
         next_tokens = _choose_tokens(logits, active)  # (B,) as a list
         for req, token in zip(active, next_tokens):
             req.add(token, tokenizer, eos_ids, on_token)
@@ -280,3 +277,21 @@ def _decode_loop(model, tokenizer, requests, input_ids, mask, positions, eos_ids
             step_ids, mask, last_pos = step_ids[index], mask[index], last_pos[index]
             active = [active[row] for row in keep]
         input_ids, positions = step_ids, last_pos + 1
+        # input (B, 1); mask (B, past + 1); only the last position goes through the vocab head
+        logits, cache = next_token_logits(model, input_ids, mask, positions, cache)  # (B, V)
+
+
+def _prefill(model, input_ids, mask, positions):
+    """(logits (B, V), KV cache) of the prompts. Rows with the same prompt (several sampled
+    replies to one question, as the forgetting probe asks) are computed once and their cache
+    rows copied: the prompt pass is most of the work of a short reply."""
+    rows = [tuple(r) for r in input_ids.tolist()]
+    first: dict[tuple, int] = {}
+    source = [first.setdefault(row, len(first)) for row in rows]  # row -> its unique prompt
+    if len(first) == len(rows):
+        return next_token_logits(model, input_ids, mask, positions, None)
+    unique = torch.tensor([rows.index(row) for row in first], dtype=torch.long, device=input_ids.device)
+    logits, cache = next_token_logits(model, input_ids[unique], mask[unique], positions[unique], None)
+    expand = torch.tensor(source, dtype=torch.long, device=input_ids.device)
+    cache.batch_select_indices(expand)
+    return logits[expand], cache

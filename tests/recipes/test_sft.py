@@ -230,7 +230,7 @@ def test_replay_examples_join_the_training_set(make_cfg, monkeypatch):
     monkeypatch.setattr(sft, "self_replay_records", fake_replay)
     cfg = make_cfg(data={"replay": "builtin:general/prompts"})
     model, tokenizer = load_causal_lm(cfg.model)
-    train_set, _ = sft.load_datasets(cfg, tokenizer, model)
+    train_set = sft.load_datasets(cfg, tokenizer, model).train
     plain = build_sft_dataset(load_records(cfg.data.train), tokenizer, cfg.data)
     assert len(train_set) == len(plain) + 5 and train_set.stats["replay"] == 5
     assert seen["base_has_no_method"]
@@ -250,7 +250,7 @@ def test_replay_distillation_and_weight_train_end_to_end(make_cfg, monkeypatch):
     from deltatune.models.loader import load_causal_lm
 
     model, tokenizer = load_causal_lm(cfg.model)
-    train_set, _ = sft.load_datasets(cfg, tokenizer, model)
+    train_set = sft.load_datasets(cfg, tokenizer, model).train
     replayed, own = train_set.examples[-4:], train_set.examples[:-4]
     assert all(ex["loss_weight"] == 3.0 and any(t is not None for t in ex["teacher_ids"]) for ex in replayed)
     assert all(len([t for t in ex["teacher_ids"] if t]) == sum(1 for l in ex["labels"] if l != -100) for ex in replayed)

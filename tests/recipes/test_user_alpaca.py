@@ -3,8 +3,9 @@
 
 `configs/smollm2/sft_lora.yaml` itself is loaded; overrides only swap the model for the tiny
 Llama, point the data keys at user files (plain alpaca: no `answer` field, some with `input`),
-shorten the run and the generation, and move the run dir into tmp. Replay is switched off:
-a random-weight model never finishes an answer to replay (the real SmolLM2 does; replay has
+shorten the run and the generation, and move the run dir into tmp. Replay and the KL
+forgetting measure are switched off: a random-weight model never finishes an answer to replay
+or to the held-out prompts (the real SmolLM2 does; replay has
 tests of its own in tests/data/test_data_replay.py).
 """
 
@@ -41,7 +42,8 @@ def write_jsonl(path: Path, records: list[dict]) -> str:
 def run_recipe(tmp_path, tiny_llama_dir, **data) -> Path:
     train = write_jsonl(tmp_path / "my_train.jsonl", USER_RECORDS * 3)
     overrides = [f"model.name={tiny_llama_dir}", f"data.train={train}", f"output.dir={tmp_path / 'run'}",
-                 "train.max_steps=3", "eval.max_new_tokens=8", "data.replay=null"]
+                 "train.max_steps=3", "eval.max_new_tokens=8", "data.replay=null",
+                 "data.forgetting_prompts=null"]
     overrides += [f"data.{key}={'null' if value is None else value}" for key, value in data.items()]
     return sft.run(load_config(RECIPE, overrides))
 

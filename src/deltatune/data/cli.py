@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 
     make = sub.add_parser("make", help="write a built-in dataset's splits as JSONL")
-    make.add_argument("name", help="built-in dataset name (orgfacts)")
+    make.add_argument("name", help="built-in dataset name: " + _builtin_names())
     make.add_argument("--out", required=True, help="folder to write SPLIT.jsonl files into")
     make.set_defaults(func=cmd_make)
 
@@ -55,3 +55,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                      train_on_prompt=args.train_on_prompt, system_prompt=args.system_prompt,
                      color=sys.stdout.isatty()))
     return 0
+
+
+def _builtin_names() -> str:
+    """The built-in dataset names for the help text (generated, importing no model code)."""
+    from deltatune.datasets import dataset_names
+
+    return ", ".join(dataset_names())

@@ -118,11 +118,13 @@ def _as_record(row: object, where: str) -> dict:
 def _load_builtin(spec: str) -> list[dict]:
     """A generated dataset from the one table of built-ins, `deltatune.datasets.BUILTINS`."""
     # imported here: the generated datasets are not part of the pipeline, only looked up by it
-    from deltatune.datasets import BUILTINS, dataset_splits
+    from deltatune.datasets import BUILTINS, dataset_names, dataset_splits
 
     if spec not in BUILTINS:
         name, _, split = spec[len(BUILTIN_PREFIX) :].partition("/")
-        known = ", ".join(sorted(BUILTINS))
-        what = f"unknown split {split!r} of {name!r}" if dataset_splits(name) else f"unknown built-in dataset {name!r}"
-        raise DeltatuneError(f"{spec}: {what}; known: {known}")
+        if dataset_splits(name):
+            what, known = f"unknown split {split!r} of {name!r}", ", ".join(dataset_splits(name))
+        else:
+            what, known = f"unknown built-in dataset {name!r}", ", ".join(dataset_names())
+        raise DeltatuneError(f"{spec}: {what}; known: {known} (see `deltatune data make --help`)")
     return [dict(r, **{ORIGIN: f"{spec}#{i}"}) for i, r in enumerate(BUILTINS[spec]())]

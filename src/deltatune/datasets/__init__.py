@@ -3,6 +3,7 @@
     from deltatune.datasets import BUILTINS, write_builtin
     records = BUILTINS["builtin:orgfacts/test"]()        # plain dicts, the same on every run
     paths = write_builtin("orgfacts", "data/orgfacts")  # `deltatune data make orgfacts --out ...`
+    records = BUILTINS["builtin:school-150/train"]()     # a fact family at one of its sizes
 
 `BUILTINS` maps every `builtin:NAME/SPLIT` spec to the function that generates its records;
 it is the one place a built-in dataset is registered. Training and evaluation reach it through
@@ -11,8 +12,14 @@ it is the one place a built-in dataset is registered. Training and evaluation re
 Modules: orgfacts (the invented-company facts: train/val/test, the `general` forgetting probe,
 and the `neighbours` replay prompts), orgfacts_facts (its fact tables and question
 templates), orgfacts_neighbours (the question forms about real-world subjects),
-general_prompts (everyday instructions for self-distillation replay). Nothing here runs a
-model; the data is generated from fixed seeds.
+general_prompts (everyday instructions for self-distillation replay), general_probe (the
+robust forgetting probe `general/probe`, its candidate pool, and the held-out prompts
+`general/heldout` for the KL measure); families (the fact
+families `school`, `council`, `software` and the held-out `clinic`, each at 24/60/150/500
+facts as `builtin:<family>-<size>/{train,val,test}`, for tuning the recipe on data it was not
+tuned on) with one module of fact tables per family (family_school, family_council,
+family_software, family_clinic) and family_parts (invented names, distinct draws). Nothing
+here runs a model; the data is generated from fixed seeds.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from functools import partial
 from pathlib import Path
 
 from deltatune.atomic import write_text_atomic
-from deltatune.datasets import general_prompts, orgfacts
+from deltatune.datasets import families, general_probe, general_prompts, orgfacts
+from deltatune.datasets.families import HELD_OUT_FAMILY, family_names
 from deltatune.errors import DeltatuneError
 
 PREFIX = "builtin:"
@@ -36,7 +44,22 @@ BUILTINS: dict[str, Callable[[], list[dict]]] = {
     "builtin:orgfacts/general": partial(orgfacts.split_records, "general"),
     "builtin:orgfacts/neighbours": partial(orgfacts.split_records, "neighbours"),
     "builtin:general/prompts": general_prompts.prompt_records,
+    # the forgetting probe: questions the base answers robustly (greedy and >= 9/10 sampled)
+    "builtin:general/probe": general_probe.robust_probe_records,
+    # held-out everyday prompts: forgetting as KL from the base on its own replies to them
+    "builtin:general/heldout": general_probe.heldout_prompt_records,
 }
+# the fact families, every size and split: builtin:school-24/train ... builtin:clinic-500/test
+BUILTINS.update(
+    {
+        f"{PREFIX}{families.dataset_name(family, size)}/{split}": partial(families.split_records, family, size, split)
+        for family in families.FAMILIES
+        for size in families.SIZES
+        for split in families.SPLITS
+    }
+)
+
+__all__ = ["BUILTINS", "HELD_OUT_FAMILY", "dataset_names", "dataset_splits", "family_names", "write_builtin"]
 
 
 def dataset_splits(name: str) -> list[str]:
@@ -46,7 +69,7 @@ def dataset_splits(name: str) -> list[str]:
 
 
 def dataset_names() -> list[str]:
-    """Every built-in dataset name, sorted ("general", "orgfacts")."""
+    """Every built-in dataset name, sorted ("clinic-150", ..., "general", "orgfacts", ...)."""
     return sorted({spec[len(PREFIX):].partition("/")[0] for spec in BUILTINS})
 
 

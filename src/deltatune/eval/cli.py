@@ -1,6 +1,7 @@
 """Sub-commands `deltatune eval` and `deltatune generate`.
 
     deltatune eval runs/latest [--data FILE] [--no-base] [--max-new-tokens N] [--batch-size N] [--out FILE [--force]]
+    deltatune eval runs/latest --control [--seeds 3]     # the forgetting measures' noise floor
     deltatune generate runs/latest "Who founded Acme?" [--temperature 0.7 --top-p 0.9 --seed 1]
     deltatune generate smollm2-135m "Once upon a time" --raw
 
@@ -33,6 +34,11 @@ def register(subparsers) -> None:
     ev.add_argument("--out", metavar="FILE",
                     help="write the report to FILE instead (an existing FILE is refused unless --force)")
     ev.add_argument("--force", action="store_true", help="with --out: replace FILE if it exists")
+    ev.add_argument("--control", action="store_true",
+                    help="run the noise-floor control of a run dir: the same recipe and steps on the base "
+                    "model's own replies (nothing to learn); prints each forgetting measure's floor beside "
+                    "the run's (RUN_DIR/control/control.json)")
+    ev.add_argument("--seeds", type=int, default=1, metavar="N", help="with --control: control seeds (default 1)")
     ev.set_defaults(func=_eval)
 
     gen = subparsers.add_parser("generate", help="complete one prompt with a run or a model")
@@ -51,7 +57,10 @@ def register(subparsers) -> None:
 def _eval(args) -> int:
     from deltatune.eval.runner import run_eval
 
-    _check_positive(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_examples=args.max_examples)
+    _check_positive(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_examples=args.max_examples,
+                    seeds=args.seeds)
+    if args.control:
+        return _control(args)
     if args.probe_samples is not None and args.probe_samples < 0:
         from deltatune.errors import DeltatuneError
 
@@ -67,6 +76,19 @@ def _eval(args) -> int:
         probe_samples=args.probe_samples,
         force=args.force,
     )
+    return 0
+
+
+def _control(args) -> int:
+    from deltatune.errors import DeltatuneError
+    from deltatune.eval.control import run_control
+    from deltatune.models.runs import is_run_dir
+
+    if not is_run_dir(args.target):
+        raise DeltatuneError(f"--control needs a training run dir; {args.target} has no config.yaml")
+    if args.data or args.out:
+        raise DeltatuneError("--control measures the run's own splits; drop --data / --out")
+    run_control(args.target, seeds=args.seeds)
     return 0
 
 

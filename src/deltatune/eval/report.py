@@ -18,7 +18,7 @@ from pathlib import Path
 from deltatune.atomic import write_json_atomic
 
 PERCENT_METRICS = ("exact_match", "contains", "sampled_contains")
-NUMBER_METRICS = ("loss", "perplexity")
+NUMBER_METRICS = ("loss", "perplexity", "kl", "nll_increase")
 SHOWN = PERCENT_METRICS + NUMBER_METRICS  # in this order within a split
 
 
@@ -27,6 +27,8 @@ def _fmt(metric: str, value: float | None) -> str:
         return "-"
     if metric in PERCENT_METRICS:
         return f"{100 * value:.1f}%"
+    if metric in ("kl", "nll_increase"):
+        return f"{value:.4f}"
     return f"{value:.3f}" if metric == "loss" else f"{value:.2f}"
 
 
@@ -35,6 +37,8 @@ def _fmt_delta(metric: str, before: float | None, after: float | None) -> str:
         return "-"
     if metric in PERCENT_METRICS:
         return f"{100 * (after - before):+.1f} pts"
+    if metric in ("kl", "nll_increase"):
+        return f"{after - before:+.4f}"
     return f"{after - before:+.3f}" if metric == "loss" else f"{after - before:+.2f}"
 
 

@@ -20,15 +20,17 @@ from pathlib import Path
 
 from deltatune.errors import DeltatuneError
 
-SPLIT_KINDS = {"test": ("qa",), "probe": ("qa",), "val": ("loss",)}
+SPLIT_KINDS = {"test": ("qa",), "probe": ("qa",), "val": ("loss",), "forgetting": ("kl",)}
+CONFIG_SPLITS = {"test": "test", "probe": "probe", "val": "val", "forgetting": "forgetting_prompts"}
+FORGETTING_REPLY_TOKENS = 128  # the base's replies to data.forgetting_prompts
 BOTH = ("qa", "loss")
-BARE_MODEL_SPLITS = {"test": "builtin:orgfacts/test", "probe": "builtin:orgfacts/general"}
+BARE_MODEL_SPLITS = {"test": "builtin:orgfacts/test", "probe": "builtin:general/probe"}
 LOSS_BATCH_MAX = 8  # loss batches hold batch x labelled-positions x vocab logits; keep it small
 
 
 def splits_from_config(cfg_data) -> dict[str, str]:
     """{split name: spec} for the evaluation splits a data config names (unset ones skipped)."""
-    return {name: spec for name in ("test", "probe", "val") if (spec := getattr(cfg_data, name, None))}
+    return {name: spec for name, key in CONFIG_SPLITS.items() if (spec := getattr(cfg_data, key, None))}
 
 
 def evaluate(model, tokenizer, cfg_data, cfg_eval, splits: dict[str, str] | None = None) -> dict:
@@ -42,12 +44,17 @@ def evaluate(model, tokenizer, cfg_data, cfg_eval, splits: dict[str, str] | None
     splits = splits_from_config(cfg_data) if splits is None else splits
     results: dict[str, dict] = {}
     for name, spec in splits.items():
-        records = load_records(spec)
-        if cfg_eval.max_examples:
-            records = records[: cfg_eval.max_examples]
         kinds = SPLIT_KINDS.get(name, BOTH)
         started = time.perf_counter()
         result: dict = {"spec": spec}
+        if "kl" in kinds:
+            result.update(forgetting_drift(model, tokenizer, spec, cfg_data, cfg_eval))
+            result["seconds"] = round(time.perf_counter() - started, 2)
+            results[name] = result
+            continue
+        records = load_records(spec)
+        if cfg_eval.max_examples:
+            records = records[: cfg_eval.max_examples]
         if "qa" in kinds:
             result.update(
                 qa_accuracy(
@@ -71,6 +78,27 @@ def evaluate(model, tokenizer, cfg_data, cfg_eval, splits: dict[str, str] | None
         result["seconds"] = round(time.perf_counter() - started, 2)
         results[name] = result
     return results
+
+
+def forgetting_drift(model, tokenizer, spec: str, cfg_data, cfg_eval) -> dict:
+    """KL of the model from its base on the base's own replies to the prompts of `spec`
+    (deltatune.eval.forgetting); the base is the same model with its method switched off.
+    A method that trained the base weights in place has no base left to compare with: the
+    split then says so instead of a number."""
+    from deltatune.eval.forgetting import heldout_replies, reply_kl
+    from deltatune.methods.core import switched_off
+
+    try:
+        with switched_off(model):
+            replies = heldout_replies(model, tokenizer, spec, cfg_data.system_prompt, FORGETTING_REPLY_TOKENS,
+                                      cfg_eval.batch_size)
+        if cfg_eval.max_examples:
+            replies = replies[: cfg_eval.max_examples]
+        return reply_kl(model, tokenizer, replies, cfg_data, batch_size=min(cfg_eval.batch_size, LOSS_BATCH_MAX))
+    except DeltatuneError as err:
+        if "switched-off" not in str(err):
+            raise
+        return {"kl": None, "note": f"not measured: {err}"}
 
 
 def split_loss(model, tokenizer, records: list[dict], cfg_data, batch_size: int, desc: str = "loss") -> dict:

@@ -53,6 +53,7 @@ __all__ = [
 
 # model -> (Method, config, Installed) for the method applied by apply_method / load_adapter
 _INSTALLED: weakref.WeakKeyDictionary[nn.Module, tuple[Method, BaseModel, Installed]] = weakref.WeakKeyDictionary()
+_SWITCHED_OFF: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()  # nesting depth
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,13 +109,26 @@ def trainable_state_dict(model: nn.Module) -> dict:
 
 @contextmanager
 def switched_off(model: nn.Module) -> Iterator[nn.Module]:
-    """The base model's function for the block (reference forwards: no second copy)."""
+    """The base model's function for the block (reference forwards: no second copy).
+
+    Re-entrant: a block nested in another (a base measurement that itself asks for base
+    replies) leaves the method off until the outermost block ends. A model with no method
+    installed already is the base: the block runs it as it is."""
+    if model not in _INSTALLED:
+        yield model
+        return
     installed = installed_method(model)[2]
-    installed.detach()
+    depth = _SWITCHED_OFF.get(model, 0)
+    if depth == 0:
+        installed.detach()
+    _SWITCHED_OFF[model] = depth + 1
     try:
         yield model
     finally:
-        installed.attach()
+        _SWITCHED_OFF[model] = depth
+        if depth == 0:
+            del _SWITCHED_OFF[model]
+            installed.attach()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Language Model Fine-Tuning"). Answers cut off by `max_new_tokens` are dropped: t
 them would teach the model to stop mid-sentence.
 
 Generating costs about a minute on 2 CPU cores for 145 prompts, so results are cached under
-$DELTATUNE_HOME/replay/, keyed by the prompts, the settings and a fingerprint of the weights.
+$DELTATUNE_HOME/replay/, keyed by the prompts, the settings and a fingerprint of the base weights.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from deltatune.atomic import write_text_atomic
@@ -31,7 +30,7 @@ from deltatune.errors import DeltatuneError
 
 
 def self_replay_records(model, tokenizer, spec: str, system_prompt: str | None = None,
-                        max_new_tokens: int = 128, batch_size: int = 32) -> list[dict]:
+                        max_new_tokens: int = 128, batch_size: int = 32, key: str = "data.replay") -> list[dict]:
     """`messages` records: each prompt of `spec` with the base model's own greedy answer."""
     prompts = [_user_text(r) for r in load_records(spec)]
     key = _cache_key(model, prompts, system_prompt, max_new_tokens)
@@ -44,8 +43,8 @@ def self_replay_records(model, tokenizer, spec: str, system_prompt: str | None =
         # atomic: a run killed mid-write must not leave a short cache that later runs trust
         write_text_atomic(cache, "".join(json.dumps(r) + "\n" for r in records))
     if not records:
-        raise DeltatuneError(f"data.replay {spec}: the base model finished no answer within "
-                             f"{max_new_tokens} tokens; raise data.replay_max_new_tokens")
+        hint = "raise data.replay_max_new_tokens" if key == "data.replay" else "check the model answers these prompts"
+        raise DeltatuneError(f"{key} {spec}: the base model finished no answer within {max_new_tokens} tokens; {hint}")
     return [dict(r, _origin=f"replay:{spec}#{i}") for i, r in enumerate(records)]
 
 
@@ -76,15 +75,14 @@ def _generate(model, tokenizer, prompts, system_prompt, max_new_tokens, batch_si
 
 
 def _cache_key(model, prompts, system_prompt, max_new_tokens) -> str:
-    """Same prompts + settings + weights -> same key. The weights are fingerprinted by a few
-    rows of the embedding matrix and the last layer's parameters' sums (cheap, and changes
-    whenever a model is swapped or retrained)."""
+    """Same prompts + settings + base weights -> same key. The weights are fingerprinted without
+    any installed method's own tensors (`deltatune.models.fingerprint`), so the base switched
+    off under a method hits the cache its bare self filled, before and after training."""
+    from deltatune.models.fingerprint import base_weights_fingerprint
+
     digest = hashlib.sha256()
     digest.update(json.dumps([prompts, system_prompt, max_new_tokens]).encode())
-    with torch.no_grad():
-        params = list(model.parameters())
-        fingerprint = [params[0].flatten()[:4096].double().sum().item()] + [p.double().sum().item() for p in params[-4:]]
-    digest.update(json.dumps([getattr(model.config, "_name_or_path", ""), fingerprint]).encode())
+    digest.update(json.dumps([getattr(model.config, "_name_or_path", ""), base_weights_fingerprint(model)]).encode())
     return digest.hexdigest()[:24]
 
 

@@ -20,20 +20,20 @@ needs to replay the same data. The blocks:
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 
 from deltatune.data import BucketedBatches, collate
 from deltatune.errors import DeltatuneError
 from deltatune.losses.lm import model_lm_loss
+from deltatune.training.budget import Budget, plan_budget, resolved_train_config
 from deltatune.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from deltatune.training.metrics import MetricsLog
 from deltatune.training.progress import progress_bar, say, show
 from deltatune.training.step import NonFinite, OptimiserStep
 from deltatune.training.validator import Validator, validation_loss
 
-__all__ = ["TrainResult", "micro_batches", "total_steps_for", "train", "validation_loss"]
+__all__ = ["TrainResult", "micro_batches", "train", "user_examples", "validation_loss"]
 
 
 @dataclasses.dataclass
@@ -43,13 +43,12 @@ class TrainResult:
     stop_reason: str  # "completed" | "early_stop"
     val_loss: float | None  # of the weights the model holds on return
     restored_step: int | None = None  # the step whose (best) weights were put back, if any
+    budget: Budget | None = None  # the resolved steps / epochs / warm-up of the run
 
 
-def total_steps_for(train_cfg, batches_per_epoch: int) -> int:
-    """`max_steps` if set, else enough steps to see `epochs` x the data (at least one)."""
-    if train_cfg.max_steps:
-        return train_cfg.max_steps
-    return max(1, math.ceil(train_cfg.epochs * batches_per_epoch / train_cfg.grad_accum))
+def user_examples(train_set) -> int:
+    """Training examples that are the user's (replay examples excluded): what sizes the budget."""
+    return len(train_set) - int((getattr(train_set, "stats", None) or {}).get("replay", 0))
 
 
 def micro_batches(sampler: BucketedBatches, dataset, pad_id: int, epoch: int, index: int):
@@ -93,13 +92,18 @@ def _resume(path, installed, stepper: OptimiserStep, train_cfg, log: MetricsLog)
 def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resume_from=None, desc="train",
           loss_fn=model_lm_loss) -> TrainResult:
     """Run the optimisation described by `cfg.train`; checkpoints and metrics go to `run_dir`."""
-    tc, run_dir = cfg.train, Path(run_dir)
-    sampler = BucketedBatches(train_set, tc.batch_size, seed=tc.seed)
-    total_steps = total_steps_for(tc, len(sampler))
+    run_dir = Path(run_dir)
+    sampler = BucketedBatches(train_set, cfg.train.batch_size, seed=cfg.train.seed)
+    budget = plan_budget(cfg.train, user_examples(train_set), len(sampler))
+    tc, total_steps = resolved_train_config(cfg.train, budget), budget.total_steps
+    say(f"budget: {total_steps} optimiser steps ({budget.epochs:.2f} epochs), warm-up {budget.warmup_steps}; "
+        f"{budget.rule}")
     stepper = OptimiserStep(model, installed, tc, total_steps, loss_fn)
     log = MetricsLog(run_dir / "metrics.jsonl")
     validator = Validator(model, val_set, installed, run_dir, tc, pad_id, cfg.model.dtype, log)
     state = _resume(resume_from, installed, stepper, tc, log) if resume_from is not None else TrainState()
+    if resume_from is None:
+        log.write("budget", step=0, **budget.as_dict())
     stream = micro_batches(sampler, train_set, pad_id, state.epoch, state.batch_index)
     model.train()
     bar = progress_bar(total_steps, initial=state.step, desc=desc)
@@ -139,5 +143,5 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
     log.write("end", step=state.step, reason=stop_reason, val_loss=val)
     model.eval()
     if restored:
-        return TrainResult(state, total_steps, stop_reason, restored["val_loss"], restored["step"])
-    return TrainResult(state, total_steps, stop_reason, val)
+        return TrainResult(state, total_steps, stop_reason, restored["val_loss"], restored["step"], budget)
+    return TrainResult(state, total_steps, stop_reason, val, budget=budget)

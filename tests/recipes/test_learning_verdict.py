@@ -1,0 +1,64 @@
+"""Did the run learn? The end-of-run verdict, the carved validation split and the size-aware
+budget, end to end on the tiny Llama (issue: "a run that cannot learn prints the warning; a
+normal run does not")."""
+
+from __future__ import annotations
+
+import json
+
+from deltatune.recipes import sft
+
+LEARNS = {"name": "full"}
+
+
+def _report(run_dir) -> dict:
+    return json.loads((run_dir / "eval.json").read_text())
+
+
+def test_a_run_that_learns_says_so(make_cfg, capsys):
+    run_dir = sft.run(make_cfg(method=LEARNS, train={"max_steps": 30, "lr": 3e-3}))
+    learning = _report(run_dir)["learning"]
+    assert learning["learned"] is True, learning
+    assert learning["checks"]["val_loss"]["after"] < learning["checks"]["val_loss"]["before"]
+    out = capsys.readouterr().out
+    assert "learned: held-out val loss" in out and "did not learn" not in out
+
+
+def test_a_learning_rate_far_too_low_prints_the_warning(make_cfg, capsys):
+    run_dir = sft.run(make_cfg(method=LEARNS, train={"max_steps": 30, "lr": 1e-9}))
+    learning = _report(run_dir)["learning"]
+    assert learning["learned"] is False and learning["checks"]["val_loss"]["ok"] is False
+    assert any("validation loss fell only" in w for w in learning["warnings"])
+    out = capsys.readouterr().out
+    assert "WARNING: the run did not learn" in out and "train.lr" in out
+
+
+def test_validation_is_carved_from_train_when_none_is_given(make_cfg, alpaca_file):
+    train = alpaca_file("train30.jsonl", 30, seed=2)
+    run_dir = sft.run(make_cfg(data={"train": train, "val": None}, train={"max_steps": 4}))
+    report = _report(run_dir)
+    assert report["data"]["validation"]["n"] == 3  # 10% of 30 rows
+    held = [json.loads(line) for line in (run_dir / "val_heldout.jsonl").read_text().splitlines()]
+    trained = [json.loads(line) for line in open(train)]
+    assert len(held) == 3 and all(r in trained for r in held) and not any("_origin" in r for r in held)
+    assert report["after"]["val"]["loss"] > 0 and "val_loss" in report["learning"]["checks"]
+
+
+def test_too_few_rows_train_without_validation_and_say_so(make_cfg, alpaca_file, capsys):
+    train = alpaca_file("train6.jsonl", 6)
+    run_dir = sft.run(make_cfg(data={"train": train, "val": None}, train={"max_steps": 2}))
+    out = capsys.readouterr().out
+    assert "no validation split" in out and "nothing held out will be measured" in out
+    report = _report(run_dir)
+    assert report["data"]["validation"]["n"] == 0 and not (run_dir / "val_heldout.jsonl").exists()
+    assert report["learning"]["learned"] is None
+    assert any("nothing held out was measured" in w for w in report["learning"]["warnings"])
+    assert (run_dir / "adapter").is_dir()
+
+
+def test_auto_epochs_size_the_run_and_are_recorded(make_cfg):
+    # 24 rows -> 8 epochs (the auto rule's cap) of 6 batches of 4
+    run_dir = sft.run(make_cfg(train={"max_steps": None, "warmup_steps": "auto", "eval_every": "auto"}))
+    report = _report(run_dir)
+    assert report["steps"] == 48 and report["budget"]["epochs"] == 8.0
+    assert report["budget"]["warmup_steps"] == 2 and report["budget"]["eval_every"] == 6
