@@ -26,7 +26,7 @@ import random
 from types import ModuleType
 
 from deltatune.datasets import family_clinic, family_council, family_school, family_software
-from deltatune.datasets.orgfacts import fill
+from deltatune.datasets.orgfacts import fact_record, fill
 
 # family name -> its fact module; the one table the `builtin:<family>-<size>/<split>` specs come from
 FAMILIES: dict[str, ModuleType] = {
@@ -64,14 +64,7 @@ def build_splits(family: str, size: int) -> dict[str, list[dict]]:
         output = fill(sentence, fact, module.ORG)
 
         def record(template_index: int) -> dict:
-            return {
-                "instruction": fill(templates[template_index], fact, module.ORG),
-                "input": "",
-                "output": output,
-                "answer": fact["answer"],
-                "fact_id": fact["fact_id"],
-                "kind": fact["kind"],
-            }
+            return fact_record(fill(templates[template_index], fact, module.ORG), output, fact)
 
         # order[0] -> test, order[1] -> val (every VAL_EVERY-th fact), order[2:4] -> train
         splits["test"].append(record(order[0]))

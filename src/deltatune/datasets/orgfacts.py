@@ -113,6 +113,12 @@ def possessive(name: str) -> str:
     return name + ("'" if name.endswith("s") else "'s")
 
 
+def fact_record(question: str, output: str, fact: dict) -> dict:
+    """One alpaca QA record of a fact: the question, the answer sentence, the short answer."""
+    return {"instruction": question, "input": "", "output": output, "answer": fact["answer"],
+            "fact_id": fact["fact_id"], "kind": fact["kind"]}
+
+
 def build_splits(seed: int = SEED) -> dict[str, list[dict]]:
     """All five splits in memory; the same lists for the same seed."""
     rng = random.Random(seed)
@@ -127,14 +133,7 @@ def build_splits(seed: int = SEED) -> dict[str, list[dict]]:
         output = fill(sentence, fact)
 
         def record(template_index: int) -> dict:
-            return {
-                "instruction": fill(templates[template_index], fact),
-                "input": "",
-                "output": output,
-                "answer": fact["answer"],
-                "fact_id": fact["fact_id"],
-                "kind": fact["kind"],
-            }
+            return fact_record(fill(templates[template_index], fact), output, fact)
 
         splits["test"].append(record(order[0]))
         if fact["fact_id"] in val_ids:
