@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from deltatune.config import DataConfig
 from deltatune.data import build_sft_dataset
+from deltatune.errors import DeltatuneError
 from deltatune.eval import forgetting
 from deltatune.eval.forgetting import heldout_replies, reply_kl
 from deltatune.eval.perplexity import loss_and_perplexity
@@ -169,3 +170,12 @@ def test_heldout_replies_cache_is_shared_by_the_base_switched_off(tiny_llama_dir
         model.model.layers[0].mlp.up_proj.weight.mul_(1.01)
         with pytest.raises(AssertionError, match="from the cache"):
             heldout_replies(model, tokenizer, str(prompts), "Be brief.", max_new_tokens=16)
+
+
+def test_prompts_the_base_never_finishes_name_the_config_key(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("DELTATUNE_HOME", str(tmp_path / "home"))
+    model, tokenizer = tiny
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"instruction": "Explain how a rainbow forms."}\n')
+    with pytest.raises(DeltatuneError, match="data.forgetting_prompts .*finished no answer within 2 tokens"):
+        heldout_replies(model, tokenizer, str(prompts), None, max_new_tokens=2)

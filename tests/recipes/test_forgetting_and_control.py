@@ -16,7 +16,7 @@ from deltatune.eval.control import run_control
 from deltatune.recipes import sft
 
 
-def _replies(model, tokenizer, spec, system_prompt=None, max_new_tokens=128, batch_size=32, key=None):
+def _replies(model, tokenizer, spec, system_prompt=None, max_new_tokens=128, batch_size=32, config_key=None):
     from deltatune.data import load_records
 
     prompts = [r["instruction"] for r in load_records(spec)]

@@ -41,7 +41,7 @@ def heldout_replies(model, tokenizer, spec: str, system_prompt: str | None,
     from deltatune.replay.answers import self_replay_records
 
     return self_replay_records(model, tokenizer, spec, system_prompt, max_new_tokens, batch_size,
-                               key="data.forgetting_prompts")
+                               config_key="data.forgetting_prompts")
 
 
 def reply_kl(model, tokenizer, records: list[dict], data_cfg, batch_size: int = 8, desc: str = "reply kl") -> dict:

@@ -30,7 +30,7 @@ from deltatune.errors import DeltatuneError
 
 
 def self_replay_records(model, tokenizer, spec: str, system_prompt: str | None = None,
-                        max_new_tokens: int = 128, batch_size: int = 32, key: str = "data.replay") -> list[dict]:
+                        max_new_tokens: int = 128, batch_size: int = 32, config_key: str = "data.replay") -> list[dict]:
     """`messages` records: each prompt of `spec` with the base model's own greedy answer."""
     prompts = [_user_text(r) for r in load_records(spec)]
     key = _cache_key(model, prompts, system_prompt, max_new_tokens)
@@ -43,8 +43,9 @@ def self_replay_records(model, tokenizer, spec: str, system_prompt: str | None =
         # atomic: a run killed mid-write must not leave a short cache that later runs trust
         write_text_atomic(cache, "".join(json.dumps(r) + "\n" for r in records))
     if not records:
-        hint = "raise data.replay_max_new_tokens" if key == "data.replay" else "check the model answers these prompts"
-        raise DeltatuneError(f"{key} {spec}: the base model finished no answer within {max_new_tokens} tokens; {hint}")
+        hint = ("raise data.replay_max_new_tokens" if config_key == "data.replay"
+                else "check that the model answers these prompts")
+        raise DeltatuneError(f"{config_key} {spec}: the base model finished no answer within {max_new_tokens} tokens; {hint}")
     return [dict(r, _origin=f"replay:{spec}#{i}") for i, r in enumerate(records)]
 
 
