@@ -24,12 +24,11 @@ here runs a model; the data is generated from fixed seeds.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from deltatune.atomic import write_text_atomic
+from deltatune.atomic import write_jsonl_atomic
 from deltatune.datasets import families, general_probe, general_prompts, orgfacts
 from deltatune.datasets.families import HELD_OUT_FAMILY, family_names
 from deltatune.errors import DeltatuneError
@@ -82,8 +81,4 @@ def write_builtin(name: str, out_dir: str | Path) -> list[Path]:
     records = {split: BUILTINS[f"{PREFIX}{name}/{split}"]() for split in splits}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [write_text_atomic(out / f"{split}.jsonl", _jsonl(rows)) for split, rows in records.items()]
-
-
-def _jsonl(records: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    return [write_jsonl_atomic(out / f"{split}.jsonl", rows) for split, rows in records.items()]
