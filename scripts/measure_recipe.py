@@ -7,7 +7,7 @@ data.test pointed at a built-in family (`builtin:<name>/{train,val,test}`; `orgf
 demo's own data), one run per seed under runs/measure/<name>-seed<S> (a finished run is
 reused, an unfinished one continued). `--control` also trains each run's noise-floor control
 (`deltatune eval RUN --control`, one seed: the run's). Writes benchmarks/results/
-recipe_families.json and .md: family, size, steps, wall time, held-out accuracy before ->
+recipe_families.json and .md (the default --out): family, size, steps, wall time, held-out accuracy before ->
 after, the three forgetting measures, and the control's floor; means over the seeds.
 """
 

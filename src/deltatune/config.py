@@ -59,6 +59,10 @@ class DataConfig(Section):
     # or a list of them) that the base model answers before training; its answers join `train`.
     replay: str | list[str] | None = None
     replay_max_new_tokens: int = Field(128, ge=1)
+    # train on only the first N tokens of each replay answer (None: all): the start of a reply
+    # is where the tuned model drifts into the user's style, and long answers cost most of the
+    # compute (deltatune.replay.sizing.truncate_answers)
+    replay_answer_tokens: int | None = Field(None, ge=1)
     replay_repeat: int = Field(1, ge=1)  # each replay example appears this often per epoch
     # replay examples per training example (a seeded subset of the answered prompts); None: all
     # of them. Sized to the user's data so replay never drowns it (deltatune.replay.sizing)
@@ -91,7 +95,8 @@ class TrainConfig(Section):
     # passes over data.train; `auto` sizes them to the training set (deltatune.training.budget)
     epochs: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
     max_steps: int | None = Field(None, gt=0)  # optimiser steps; wins over epochs (auto too) when set
-    batch_size: int = Field(8, ge=1)  # examples per micro-batch
+    # examples per micro-batch; auto: smaller batches for small sets (deltatune.training.budget)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 8
     grad_accum: int = Field(1, ge=1)  # micro-batches per optimiser step
     lr: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)

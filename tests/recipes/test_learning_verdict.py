@@ -57,8 +57,17 @@ def test_too_few_rows_train_without_validation_and_say_so(make_cfg, alpaca_file,
 
 
 def test_auto_epochs_size_the_run_and_are_recorded(make_cfg):
-    # 24 rows -> 8 epochs (the auto rule's cap) of 6 batches of 4
+    # 24 rows -> 12 epochs (the auto rule's cap) of 6 batches of 4
     run_dir = sft.run(make_cfg(train={"max_steps": None, "warmup_steps": "auto", "eval_every": "auto"}))
     report = _report(run_dir)
-    assert report["steps"] == 48 and report["budget"]["epochs"] == 8.0
-    assert report["budget"]["warmup_steps"] == 2 and report["budget"]["eval_every"] == 6
+    assert report["steps"] == 72 and report["budget"]["epochs"] == 12.0
+    assert report["budget"]["warmup_steps"] == 4 and report["budget"]["eval_every"] == 9
+    assert report["budget"]["batch_size"] == 4  # given, not auto
+
+
+def test_auto_batch_size_gives_a_small_set_small_batches(make_cfg):
+    # 24 rows: no size in (8, 4, 2) reaches 24 steps per epoch, so the smallest, 2: 12 steps
+    run_dir = sft.run(make_cfg(train={"max_steps": None, "epochs": 1, "batch_size": "auto"}))
+    report = _report(run_dir)
+    assert report["budget"]["batch_size"] == 2 and report["steps"] == 12
+    assert "train.batch_size auto: 2" in report["budget"]["rule"]

@@ -7,9 +7,12 @@ import pytest
 
 from deltatune.config import TrainConfig
 from deltatune.data.carve import MIN_ROWS, carve_validation
-from deltatune.replay.sizing import MIN_REPLAY, REPLAY_SHARE, WEIGHT_RANGE, auto_weight, choose_replay, replay_count
-from deltatune.training.budget import (AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_VISITS, auto_epochs, plan_budget,
-                                       resolved_train_config)
+from deltatune.data.labels import IGNORE_INDEX
+from deltatune.replay.sizing import (MIN_REPLAY, REPLAY_SHARE, WEIGHT_RANGE, auto_weight, choose_replay, replay_count,
+                                     truncate_answers)
+from deltatune.training.budget import (AUTO_BATCH_SIZES, AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS, AUTO_VISITS,
+                                       MIN_STEPS_PER_EPOCH, auto_batch_size, auto_epochs, plan_budget,
+                                       resolved_train_config, train_batch_size, validation_batch_size)
 
 
 @pytest.mark.parametrize("n, epochs", [(48, AUTO_MAX_EPOCHS), (300, AUTO_VISITS / 300), (810, AUTO_MIN_EPOCHS),
@@ -21,8 +24,40 @@ def test_auto_epochs_gives_small_sets_more_passes(n, epochs):
 def test_auto_budget_counts_steps_from_the_user_examples():
     cfg = TrainConfig(batch_size=8)  # epochs defaults to auto
     budget = plan_budget(cfg, n_user=48, batches_per_epoch=9)  # 48 rows + 24 replay = 72 / 8
-    assert budget.epochs == AUTO_MAX_EPOCHS and budget.total_steps == 72
+    assert budget.epochs == AUTO_MAX_EPOCHS and budget.total_steps == 9 * AUTO_MAX_EPOCHS
     assert "auto" in budget.rule and "48 training examples" in budget.rule
+
+
+@pytest.mark.parametrize("n, batch", [(48, 2), (120, 4), (300, 8), (810, 8), (5, AUTO_BATCH_SIZES[-1])])
+def test_auto_batch_size_gives_small_sets_more_updates(n, batch):
+    assert auto_batch_size(n) == batch
+    assert n / batch >= MIN_STEPS_PER_EPOCH or batch == AUTO_BATCH_SIZES[-1]
+
+
+def test_auto_batch_size_reaches_the_budget_and_the_resolved_config():
+    cfg = TrainConfig(batch_size="auto", epochs=2)
+    batch = train_batch_size(cfg, 48)
+    budget = plan_budget(cfg, n_user=48, batches_per_epoch=36, batch_size=batch)  # 48 + 24 replay, batches of 2
+    assert (batch, budget.batch_size, budget.total_steps) == (2, 2, 72)
+    assert "train.batch_size auto: 2" in budget.rule
+    assert resolved_train_config(cfg, budget).batch_size == 2
+    assert validation_batch_size(cfg) == AUTO_BATCH_SIZES[0]
+    explicit = TrainConfig(batch_size=3)
+    assert train_batch_size(explicit, 48) == 3 == validation_batch_size(explicit)
+    assert "batch_size" not in plan_budget(explicit, 48, 16).rule
+    with pytest.raises(ValueError):
+        TrainConfig(batch_size="big")
+
+
+def test_replay_answers_are_cut_after_their_first_labelled_tokens():
+    prompt = [IGNORE_INDEX] * 3
+    long = {"input_ids": list(range(10)), "labels": prompt + list(range(3, 10))}  # 7 answer tokens
+    short = {"input_ids": [1, 2, 3, 4], "labels": prompt + [4]}
+    cut, kept = truncate_answers([long, short], 4)
+    assert cut["input_ids"] == [0, 1, 2, 3, 4, 5, 6] and cut["labels"] == prompt + [3, 4, 5, 6]
+    assert kept == short and kept is not short  # copies: weights go on them, not on the originals
+    assert long["input_ids"] == list(range(10))  # the input is not modified
+    assert truncate_answers([long], None) == [long]
 
 
 def test_max_steps_wins_over_epochs_and_says_so():

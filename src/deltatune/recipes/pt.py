@@ -17,6 +17,7 @@ from deltatune.data import build_text_dataset, load_records
 from deltatune.errors import DeltatuneError
 from deltatune.methods.core import apply_method, save_adapter
 from deltatune.recipes import common
+from deltatune.training.budget import validation_batch_size
 from deltatune.training.loop import train, validation_loss
 from deltatune.training.progress import say
 from deltatune.training.rundir import prepare_run_dir
@@ -33,7 +34,7 @@ def load_datasets(cfg, tokenizer):
 def _loss_report(model, val_set, cfg, pad_id) -> dict:
     if val_set is None:
         return {}
-    loss = validation_loss(model, val_set, cfg.train.batch_size, pad_id)
+    loss = validation_loss(model, val_set, validation_batch_size(cfg.train), pad_id)
     return {"val": {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}}
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from deltatune.data import TokenizedDataset, build_sft_dataset, load_records
 from deltatune.data.carve import MIN_ROWS, carve_validation
-from deltatune.replay.sizing import auto_weight, choose_replay, labelled_tokens
+from deltatune.replay.sizing import auto_weight, choose_replay, labelled_tokens, truncate_answers
 from deltatune.replay.teacher import attach_teacher_topk
 from deltatune.replay.answers import self_replay_records
 from deltatune.atomic import write_jsonl_atomic
@@ -32,6 +32,7 @@ from deltatune.eval.verdict import learning_verdict, print_verdict
 from deltatune.eval.report import write_eval_json
 from deltatune.methods.core import apply_method, save_adapter, switched_off
 from deltatune.recipes import common
+from deltatune.training.budget import validation_batch_size
 from deltatune.training.loop import train
 from deltatune.training.progress import say
 from deltatune.training.rundir import prepare_run_dir
@@ -58,8 +59,9 @@ def load_datasets(cfg, tokenizer, base_model=None) -> SftData:
     replay prompts and a share of those examples sized to the user's data joins the training
     set, weighted as `data.replay_weight` says (deltatune.replay.sizing)."""
     data = cfg.data
-    if (data.replay_topk or data.replay_weight != 1.0) and not data.replay:
-        say("note: data.replay is off, so data.replay_topk / data.replay_weight have nothing to act on")
+    if (data.replay_topk or data.replay_weight != 1.0 or data.replay_answer_tokens) and not data.replay:
+        say("note: data.replay is off, so data.replay_topk / data.replay_weight / data.replay_answer_tokens "
+            "have nothing to act on")
     records, val_records, notes = load_records(data.train), None, {}
     if data.val:
         val_set = build_sft_dataset(load_records(data.val), tokenizer, data)
@@ -100,7 +102,8 @@ def _with_replay(train_set, cfg, tokenizer, base_model):
                                                 data.replay_max_new_tokens, cfg.eval.batch_size)]
     replay_set = build_sft_dataset(replay, tokenizer, data.model_copy(update={"format": "messages"}))
     chosen = choose_replay(replay_set.examples, len(train_set), data.replay_ratio, cfg.train.seed)
-    chosen = [dict(example) for example in chosen]  # weights / teacher targets go on copies
+    # copies: weights / teacher targets go on them; cut to data.replay_answer_tokens first
+    chosen = truncate_answers(chosen, data.replay_answer_tokens)
     if data.replay_topk:
         attach_teacher_topk(base_model, TokenizedDataset(chosen, {}), data.replay_topk, tokenizer.pad_token_id)
     weight = data.replay_weight
@@ -148,7 +151,7 @@ def measure_before(model, tokenizer, cfg, splits: dict[str, str]) -> dict:
 def base_val_loss(model, val_set, cfg, tokenizer) -> float:
     from deltatune.training.validator import validation_loss
 
-    return validation_loss(model, val_set, cfg.train.batch_size, tokenizer.pad_token_id, cfg.model.dtype)
+    return validation_loss(model, val_set, validation_batch_size(cfg.train), tokenizer.pad_token_id, cfg.model.dtype)
 
 
 def run(cfg, resume: bool = False) -> Path:

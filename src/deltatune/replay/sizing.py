@@ -43,6 +43,26 @@ def choose_replay(examples: list, n_user: int, ratio: float | None, seed: int) -
     return [examples[i] for i in keep]
 
 
+def truncate_answers(examples: list[dict], max_answer_tokens: int | None) -> list[dict]:
+    """Copies of tokenised `examples` cut after their first `max_answer_tokens` labelled
+    tokens (None: unchanged). The cut drops the end-of-turn label too, so the model is
+    never taught to stop there; it is only held to the base's first tokens, which set a
+    reply's style. Call before teacher targets are attached (they follow the tokens)."""
+    if max_answer_tokens is None:
+        return list(examples)
+    from deltatune.data.labels import IGNORE_INDEX
+
+    out = []
+    for example in examples:
+        labelled = [i for i, label in enumerate(example["labels"]) if label != IGNORE_INDEX]
+        if len(labelled) <= max_answer_tokens:
+            out.append(dict(example))
+            continue
+        cut = labelled[max_answer_tokens - 1] + 1
+        out.append(dict(example, input_ids=example["input_ids"][:cut], labels=example["labels"][:cut]))
+    return out
+
+
 def labelled_tokens(examples: list[dict]) -> int:
     """Tokens that carry a loss (labels != -100) over tokenised examples."""
     from deltatune.data.labels import IGNORE_INDEX

@@ -26,7 +26,7 @@ from pathlib import Path
 from deltatune.data import BucketedBatches, collate
 from deltatune.errors import DeltatuneError
 from deltatune.losses.lm import model_lm_loss
-from deltatune.training.budget import Budget, plan_budget, resolved_train_config
+from deltatune.training.budget import Budget, plan_budget, resolved_train_config, train_batch_size
 from deltatune.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from deltatune.training.metrics import MetricsLog
 from deltatune.training.progress import progress_bar, say, show
@@ -93,10 +93,13 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
           loss_fn=model_lm_loss) -> TrainResult:
     """Run the optimisation described by `cfg.train`; checkpoints and metrics go to `run_dir`."""
     run_dir = Path(run_dir)
-    sampler = BucketedBatches(train_set, cfg.train.batch_size, seed=cfg.train.seed)
-    budget = plan_budget(cfg.train, user_examples(train_set), len(sampler))
+    n_user = user_examples(train_set)
+    batch_size = train_batch_size(cfg.train, n_user)
+    sampler = BucketedBatches(train_set, batch_size, seed=cfg.train.seed)
+    budget = plan_budget(cfg.train, n_user, len(sampler), batch_size)
     tc, total_steps = resolved_train_config(cfg.train, budget), budget.total_steps
-    say(f"budget: {total_steps} optimiser steps ({budget.epochs:.2f} epochs), warm-up {budget.warmup_steps}; "
+    say(f"budget: {total_steps} optimiser steps ({budget.epochs:.2f} epochs, batches of {budget.batch_size}), "
+        f"warm-up {budget.warmup_steps}; "
         f"{budget.rule}")
     stepper = OptimiserStep(model, installed, tc, total_steps, loss_fn)
     log = MetricsLog(run_dir / "metrics.jsonl")
