@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 import random
 
+from deltatune.data.labels import IGNORE_INDEX
+
 REPLAY_SHARE = 6.0
 WEIGHT_RANGE = (1.0, 5.0)
 MIN_REPLAY = 16
@@ -50,8 +52,6 @@ def truncate_answers(examples: list[dict], max_answer_tokens: int | None) -> lis
     reply's style. Call before teacher targets are attached (they follow the tokens)."""
     if max_answer_tokens is None:
         return list(examples)
-    from deltatune.data.labels import IGNORE_INDEX
-
     out = []
     for example in examples:
         labelled = [i for i, label in enumerate(example["labels"]) if label != IGNORE_INDEX]
@@ -65,8 +65,6 @@ def truncate_answers(examples: list[dict], max_answer_tokens: int | None) -> lis
 
 def labelled_tokens(examples: list[dict]) -> int:
     """Tokens that carry a loss (labels != -100) over tokenised examples."""
-    from deltatune.data.labels import IGNORE_INDEX
-
     return sum(sum(1 for label in ex["labels"] if label != IGNORE_INDEX) for ex in examples)
 
 
