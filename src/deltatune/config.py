@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deltatune.config_aliases import Alias, lookup
 from deltatune.atomic import write_text_atomic
@@ -113,6 +113,8 @@ class TrainConfig(Section):
     # at the end, go back to the weights with the lowest val loss (saved when reached) if the
     # last weights are worse; the last checkpoint still holds the last weights for --resume
     restore_best: bool = True
+    # LoRA+ (Hayou et al. 2024): B matrices train at lr x this ratio (A at lr); LoRA family only
+    lr_ratio_b: float | None = Field(None, gt=0)
     log_every: int = Field(1, ge=1)
     num_threads: int | None = Field(None, ge=1)  # torch threads; None = all cores
 
@@ -162,6 +164,14 @@ class Config(Section):
         if value["name"] not in METHODS:
             raise ValueError(f"unknown method.name {value['name']!r}; known: {', '.join(METHODS)}")
         return value
+
+    @model_validator(mode="after")
+    def _lr_ratio_b_needs_b_matrices(self) -> "Config":
+        if self.train.lr_ratio_b is not None and not getattr(type(self.method), "has_lora_b", False):
+            raise ValueError(
+                f"train.lr_ratio_b (LoRA+) sets the lr of LoRA's B matrices; method.name="
+                f"{self.method.name!r} has none: use a LoRA-family method or remove train.lr_ratio_b")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def _read_ours(path: Path):
 
 def _read_peft(path: Path):
     raw = _read_json(path / PEFT_JSON)
-    method = next((m for m in METHODS.values() if m.peft and m.peft.peft_type == raw.get("peft_type")), None)
+    method = next((m for m in METHODS.values()
+                   if m.peft and m.peft.peft_type == raw.get("peft_type") and m.peft.accepts(raw)), None)
     if method is None:
         known = sorted(m.peft.peft_type for m in METHODS.values() if m.peft)
         raise DeltatuneError(f"{path / PEFT_JSON}: peft_type {raw.get('peft_type')!r} is not supported "

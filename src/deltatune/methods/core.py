@@ -170,8 +170,12 @@ def save_adapter(model: nn.Module, method_cfg: BaseModel, out_dir: str | Path, b
     method, _, installed = installed_method(model)
     base = Path(base_model_path)
     base_str = str(base.resolve()) if base.exists() else str(base_model_path)
+    state = installed.state()
+    if method.save_as is not None:  # e.g. PiSSA written as the plain LoRA it amounts to
+        method_cfg, state = method.save_as(method_cfg, state)
+        method = get_method(method_cfg)
     peft_cfg = method.peft.config(model, method_cfg, installed, base_str) if method.peft else None
-    return write_adapter_files(out_dir, method_cfg, installed.state(), base_str, peft_cfg)
+    return write_adapter_files(out_dir, method_cfg, state, base_str, peft_cfg)
 
 
 def load_adapter(model: nn.Module, adapter_dir: str | Path, tokenizer=None) -> BaseModel:

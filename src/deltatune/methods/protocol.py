@@ -57,8 +57,10 @@ class MethodHooks:
 
     extra_loss():                  a scalar added to each step's loss (e.g. a regulariser),
                                    already weighted as the method wants
-    after_optimizer_step(step):    runs after every optimiser step (masks, rank budgets,
-                                   base-weight updates); `step` = optimiser steps completed
+    after_optimizer_step(step):    runs after every optimiser step, under no_grad, before the
+                                   gradients are cleared (masks, rank budgets from gradient
+                                   sensitivities, base-weight updates); `step` = optimiser
+                                   steps completed
     param_groups(train_cfg):       AdamW parameter groups ({"params", "lr", "weight_decay"})
                                    instead of the default decay / no-decay split
     """
@@ -113,6 +115,9 @@ class PeftTwin:
     from_config: Callable[[dict, str], BaseModel]  # (raw adapter_config, where) -> our config
     to_key: Callable[[str], str]  # our state name -> the tensor key peft stores
     from_key: Callable[[str], str]  # and back
+    # a plain peft folder of `peft_type` is this method's when this says so (several methods
+    # share peft_type "LORA": plain LoRA, DoRA with `use_dora`); default: every folder of the type
+    accepts: Callable[[dict], bool] = lambda raw: True
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ class Method:
     trains_base_weights: the base's own weights change (full, freeze): they are loaded in fp32
     (master weights) and have no switched-off state without a copy.
     mergeable: `merge` works (False: it raises and `deltatune merge` refuses before loading).
+    save_as: see the field's comment.
     load_base(model_cfg, device, dtype) -> (model, tokenizer): how to load the base this method
     trains against, when that is not the plain `deltatune.models.loader.load_causal_lm` (e.g. a
     quantised base); used by training and by `deltatune merge`, so a merge folds the update
@@ -139,3 +145,7 @@ class Method:
     peft: PeftTwin | None = None
     load_base: Callable[..., tuple] | None = None
     summary: str = ""  # one line for help texts and the README table
+    # save_as(cfg, state) -> (cfg, state): what a finished adaptation is written to an adapter
+    # folder as, when not its own config and state (PiSSA / OLoRA: a plain LoRA of rank 2r that
+    # applies to the original base); checkpoints keep the method's own state
+    save_as: Callable[[BaseModel, dict], tuple[BaseModel, dict]] | None = None

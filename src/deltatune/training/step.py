@@ -1,6 +1,7 @@
 """One optimiser step, as a building block every recipe composes: token-weighted gradient
 accumulation, the method's extra loss, clipping, the NaN/inf guard, AdamW, the schedule, and
-the method's after-step hook.
+the method's after-step hook (which still sees the step's gradients: AdaLoRA's importance
+scores are computed from them).
 
     stepper = OptimiserStep(model, installed, cfg.train, total_steps, loss_fn=model_lm_loss)
     result = stepper.step(micro_batches, step_number=1)    # StepResult(loss, tokens, grad_norm, lr)
@@ -95,10 +96,10 @@ class OptimiserStep:
             raise NonFinite("the gradient norm", "grad_norm", grad_norm, lr)
         self.optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.hooks.after_optimizer_step is not None:
+        if self.hooks.after_optimizer_step is not None:  # this step's gradients are still in .grad
             with torch.no_grad():
                 self.hooks.after_optimizer_step(step_number)
+        self.optimizer.zero_grad(set_to_none=True)
         return StepResult(loss, tokens, grad_norm, lr)
 
     def set_base_lr(self, lr: float, step: int) -> None:

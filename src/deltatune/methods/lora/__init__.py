@@ -1,6 +1,6 @@
 """LoRA (Hu et al. 2021): low-rank updates on chosen Linear layers. Config, layer, PEFT format.
 
-    method: {name: lora, r: 16, alpha: 32, targets: all-linear}
+    method: {name: lora, r: 16, alpha: 32, targets: all-linear, init: default}
     from deltatune.methods.lora import METHOD          # the registry row
     installed = METHOD.install(model, LoraConfig(r=8), InstallContext())
 """
@@ -14,11 +14,12 @@ from deltatune.methods.installs import WrapperInstall
 from deltatune.methods.lora import peft_format
 from deltatune.methods.lora.config import LoraConfig
 from deltatune.methods.lora.layer import LoRALinear
+from deltatune.methods.lora.plus import b_ratio_param_groups
 from deltatune.methods.modules import match_linear_targets
 from deltatune.methods.peft_layout import from_peft_key, to_peft_key
-from deltatune.methods.protocol import InstallContext, Method, PeftTwin
+from deltatune.methods.protocol import InstallContext, Method, MethodHooks, PeftTwin
 
-__all__ = ["METHOD", "LoraConfig", "LoRALinear", "install_lora", "lora_targets", "wrap_lora"]
+__all__ = ["METHOD", "LoraConfig", "LoRALinear", "check_rank", "install_lora", "lora_targets", "wrap_lora"]
 
 
 def lora_targets(model: nn.Module, cfg: LoraConfig) -> list[str]:
@@ -26,17 +27,31 @@ def lora_targets(model: nn.Module, cfg: LoraConfig) -> list[str]:
     return match_linear_targets(model, cfg.targets, key="method.targets")
 
 
+def check_rank(model: nn.Module, names: list[str], r: int) -> None:
+    """method.r must fit every target: B A has rank <= min(in, out) of the layer."""
+    for name in names:
+        module = model.get_submodule(name)
+        smaller = min(module.in_features, module.out_features)
+        if r > smaller:
+            raise DeltatuneError(
+                f"method.r={r} is larger than {name}'s smaller dimension ({module.in_features} in, "
+                f"{module.out_features} out): use r <= {smaller} or leave that layer out of method.targets")
+
+
 def wrap_lora(module: nn.Module, cfg: LoraConfig, name: str = "") -> LoRALinear:
     """A LoRA wrapper around `module` (not yet swapped into the model)."""
     if type(module) is not nn.Linear:
         raise DeltatuneError(f"LoRA supports nn.Linear only; {name or 'module'} is {type(module).__name__}")
-    return LoRALinear(module, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, rslora=cfg.rslora)
+    return LoRALinear(module, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, rslora=cfg.rslora, init=cfg.init)
 
 
 def install_lora(model: nn.Module, cfg: LoraConfig, ctx: InstallContext) -> WrapperInstall:
-    """A fresh LoRALinear around every target (new A/B require grad; the bases untouched)."""
+    """A fresh LoRALinear around every target (new A/B require grad; the bases untouched);
+    the LoRA+ param groups hook (train.lr_ratio_b)."""
     names = lora_targets(model, cfg)  # raises on a bad target before anything changes
-    return WrapperInstall(model, {name: wrap_lora(model.get_submodule(name), cfg, name) for name in names})
+    check_rank(model, names, cfg.r)
+    wrappers = {name: wrap_lora(model.get_submodule(name), cfg, name) for name in names}
+    return WrapperInstall(model, wrappers, MethodHooks(param_groups=b_ratio_param_groups(wrappers)))
 
 
 METHOD = Method(
