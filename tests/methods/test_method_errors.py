@@ -120,8 +120,8 @@ def test_bad_adapter_folders(base, tmp_path, tiny_llama_dir):
     with pytest.raises(DeltatuneError, match="never loaded"):
         core.load_adapter(model, pickled)
     # PEFT features our LoRA lacks are refused, not silently dropped.
-    (pickled / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "use_dora": True}))
-    with pytest.raises(DeltatuneError, match="use_dora"):
+    (pickled / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_bias": True}))
+    with pytest.raises(DeltatuneError, match="lora_bias"):
         core.load_adapter(model, pickled)
     # An adapter trained with another rank / for another base: shapes are checked.
     lora = copy.deepcopy(base)

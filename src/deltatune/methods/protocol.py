@@ -63,11 +63,17 @@ class MethodHooks:
                                    steps completed
     param_groups(train_cfg):       AdamW parameter groups ({"params", "lr", "weight_decay"})
                                    instead of the default decay / no-decay split
+    begin(total_steps):            once, when the optimiser is built: the run's optimiser-step
+                                   budget (schedules that count from the end, e.g. AdaLoRA's)
+    report():                      a JSON-able dict about the finished adaptation (final ranks,
+                                   mask sizes), written to eval.json as `method_report`
     """
 
     extra_loss: Callable[[], torch.Tensor] | None = None
     after_optimizer_step: Callable[[int], None] | None = None
     param_groups: Callable[[Any], list[dict]] | None = None
+    begin: Callable[[int], None] | None = None
+    report: Callable[[], dict] | None = None
 
 
 @runtime_checkable

@@ -91,10 +91,24 @@ def read_before(run_dir: Path) -> dict | None:
     return None
 
 
-def finish_report(run_dir: Path, before: dict | None, after: dict, extra: dict) -> None:
-    """Write eval.json and loss.png, print the before/after table and the run dir."""
+def method_report(model) -> dict | None:
+    """What the installed method says about its finished run (its `report` hook: e.g. AdaLoRA's
+    final ranks per layer), or None."""
+    from deltatune.methods.core import installed_method
+
+    hook = installed_method(model)[2].hooks.report
+    return hook() if hook is not None else None
+
+
+def finish_report(run_dir: Path, before: dict | None, after: dict, extra: dict, model=None) -> None:
+    """Write eval.json (with the method's own report when it has one) and loss.png, print the
+    before/after table and the run dir."""
     from deltatune.eval import report
 
+    own = method_report(model) if model is not None else None
+    if own is not None:
+        extra = {**extra, "method_report": own}
+        say(f"method report: {json.dumps(own)[:400]}")
     report.write_eval_json(run_dir / "eval.json", {"before": before, "after": after, **extra})
     try:
         report.plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")

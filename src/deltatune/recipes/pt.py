@@ -64,5 +64,5 @@ def run(cfg, resume: bool = False) -> Path:
     after = _loss_report(model, val_set, cfg, tokenizer.pad_token_id)
     extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
              "restored_best_step": result.restored_step}
-    common.finish_report(run_dir, before, after, extra)
+    common.finish_report(run_dir, before, after, extra, model)
     return run_dir

@@ -188,6 +188,6 @@ def run(cfg, resume: bool = False) -> Path:
     extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
              "restored_best_step": result.restored_step, "budget": result.budget.as_dict(), "data": data.notes,
              "learning": learning, "forgetting": forgetting_measures(before, after)}
-    common.finish_report(run_dir, before, after, extra)
+    common.finish_report(run_dir, before, after, extra, model)
     print_verdict(learning)
     return run_dir

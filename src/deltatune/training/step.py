@@ -57,6 +57,8 @@ class OptimiserStep:
         self.model, self.installed, self.cfg = model, installed, train_cfg
         self.loss_fn, self.units = loss_fn, units
         self.hooks = installed.hooks
+        if self.hooks.begin is not None:
+            self.hooks.begin(total_steps)
         groups = self.hooks.param_groups(train_cfg) if self.hooks.param_groups else None
         self.optimizer = build_optimizer(model, train_cfg, groups)
         self.scheduler = build_scheduler(self.optimizer, train_cfg.schedule, train_cfg.warmup_steps, total_steps)

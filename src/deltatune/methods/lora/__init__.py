@@ -58,6 +58,7 @@ METHOD = Method(
     name="lora",
     config_cls=LoraConfig,
     install=install_lora,
-    peft=PeftTwin("LORA", peft_format.peft_adapter_config, peft_format.config_from_peft, to_peft_key, from_peft_key),
+    peft=PeftTwin("LORA", peft_format.peft_adapter_config, peft_format.config_from_peft, to_peft_key, from_peft_key,
+                  accepts=lambda raw: not raw.get("use_dora")),
     summary="low-rank update B·A beside chosen Linear layers (Hu et al. 2021)",
 )
