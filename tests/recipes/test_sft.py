@@ -182,6 +182,11 @@ def test_the_best_weights_are_restored_when_val_loss_turns_up(make_cfg, tmp_path
     assert restore["best_step"] == best_step
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["restored_best_step"] == best_step
+    usage = report["resources"]  # what the run cost, from the optimiser steps of this process
+    [end] = read_metrics(run_dir / "metrics.jsonl", "end")
+    assert end["peak_rss_mib"] == usage["peak_rss_mib"] > 50
+    assert usage["train_tokens"] > 0 and usage["train_seconds"] > 0
+    assert usage["tokens_per_s"] == pytest.approx(usage["train_tokens"] / usage["train_seconds"], rel=0.02)
     # the adapter on disk reproduces the best val loss, not the last one
     assert report["after"]["val"]["loss"] == pytest.approx(vals[best_step], rel=1e-4)
     assert best_weights(run_dir)[1]["step"] == best_step

@@ -63,6 +63,6 @@ def run(cfg, resume: bool = False) -> Path:
     say("evaluating ...")
     after = _loss_report(model, val_set, cfg, tokenizer.pad_token_id)
     extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
-             "restored_best_step": result.restored_step}
+             "restored_best_step": result.restored_step, "resources": result.resources}
     common.finish_report(run_dir, before, after, extra, model)
     return run_dir

@@ -186,7 +186,7 @@ def run(cfg, resume: bool = False) -> Path:
     after = evaluate_model(model, tokenizer, cfg, splits)
     learning = learning_verdict(before, after, data.notes.get("validation"))
     extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
-             "restored_best_step": result.restored_step, "budget": result.budget.as_dict(), "data": data.notes,
+             "restored_best_step": result.restored_step, "resources": result.resources, "budget": result.budget.as_dict(), "data": data.notes,
              "learning": learning, "forgetting": forgetting_measures(before, after)}
     common.finish_report(run_dir, before, after, extra, model)
     print_verdict(learning)

@@ -30,6 +30,7 @@ from deltatune.training.budget import Budget, plan_budget, resolved_train_config
 from deltatune.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from deltatune.training.metrics import MetricsLog
 from deltatune.training.progress import progress_bar, say, show
+from deltatune.training.resources import Throughput, resources
 from deltatune.training.step import NonFinite, OptimiserStep
 from deltatune.training.validator import Validator, validation_loss
 
@@ -44,6 +45,7 @@ class TrainResult:
     val_loss: float | None  # of the weights the model holds on return
     restored_step: int | None = None  # the step whose (best) weights were put back, if any
     budget: Budget | None = None  # the resolved steps / epochs / warm-up of the run
+    resources: dict | None = None  # peak memory and training throughput (training.resources)
 
 
 def user_examples(train_set) -> int:
@@ -111,6 +113,7 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
     model.train()
     bar = progress_bar(total_steps, initial=state.step, desc=desc)
     stop_reason = "completed"
+    meter = Throughput()
     while state.step < total_steps:
         t0 = time.perf_counter()
         window = [next(stream) for _ in range(tc.grad_accum)]
@@ -123,7 +126,9 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
         state.step += 1
         state.epoch, state.batch_index = window[-1][0], window[-1][1]
         seen = sum(int(b["attention_mask"].sum()) for b in batches)
-        tokens_per_s = seen / max(time.perf_counter() - t0, 1e-9)
+        elapsed = time.perf_counter() - t0
+        meter.add(seen, elapsed)
+        tokens_per_s = seen / max(elapsed, 1e-9)
         bar.update(1)
         show(bar, result.loss, result.lr, tokens_per_s)
         if state.step % tc.log_every == 0 or state.step == total_steps:
@@ -143,8 +148,9 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
     val = validator.final(state)
     _save(run_dir, state, installed, stepper, tc.keep_checkpoints)
     restored = validator.restore_best(state, val)
-    log.write("end", step=state.step, reason=stop_reason, val_loss=val)
+    usage = resources(meter)
+    log.write("end", step=state.step, reason=stop_reason, val_loss=val, **usage)
     model.eval()
     if restored:
-        return TrainResult(state, total_steps, stop_reason, restored["val_loss"], restored["step"], budget)
-    return TrainResult(state, total_steps, stop_reason, val, budget=budget)
+        return TrainResult(state, total_steps, stop_reason, restored["val_loss"], restored["step"], budget, usage)
+    return TrainResult(state, total_steps, stop_reason, val, budget=budget, resources=usage)
