@@ -186,6 +186,7 @@ def test_the_best_weights_are_restored_when_val_loss_turns_up(make_cfg, tmp_path
     [end] = read_metrics(run_dir / "metrics.jsonl", "end")
     assert end["peak_rss_mib"] == usage["peak_rss_mib"] > 50
     assert usage["train_tokens"] > 0 and usage["train_seconds"] > 0
+    assert report["parameters"]["trainable"] == report["parameters"]["total"]  # method full
     assert usage["tokens_per_s"] == pytest.approx(usage["train_tokens"] / usage["train_seconds"], rel=0.02)
     # the adapter on disk reproduces the best val loss, not the last one
     assert report["after"]["val"]["loss"] == pytest.approx(vals[best_step], rel=1e-4)

@@ -178,7 +178,7 @@ def run(cfg, resume: bool = False) -> Path:
         write_eval_json(run_dir / "eval.json", {"before": before})  # kept across --resume
     elif before is None and data.val is not None:  # the verdict still needs the base's val loss
         before = {"val": {"loss": common.measure_base(model, lambda: base_val_loss(model, data.val, cfg, tokenizer))}}
-    common.print_parameter_counts(model)
+    trainable, total = common.print_parameter_counts(model)
     result = train(model, installed, data.train, data.val, cfg, run_dir, tokenizer.pad_token_id, resume_from, desc="sft")
 
     save_adapter(model, cfg.method, run_dir / "adapter", common.base_model_path(cfg))
@@ -186,8 +186,9 @@ def run(cfg, resume: bool = False) -> Path:
     after = evaluate_model(model, tokenizer, cfg, splits)
     learning = learning_verdict(before, after, data.notes.get("validation"))
     extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
-             "restored_best_step": result.restored_step, "resources": result.resources, "budget": result.budget.as_dict(), "data": data.notes,
-             "learning": learning, "forgetting": forgetting_measures(before, after)}
+             "restored_best_step": result.restored_step, "resources": result.resources,
+             "parameters": {"trainable": trainable, "total": total}, "budget": result.budget.as_dict(),
+             "data": data.notes, "learning": learning, "forgetting": forgetting_measures(before, after)}
     common.finish_report(run_dir, before, after, extra, model)
     print_verdict(learning)
     return run_dir
