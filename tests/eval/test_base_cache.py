@@ -10,13 +10,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from deltatune.config import DataConfig, EvalConfig
+from deltatune.config import DataConfig, EvalConfig, ModelConfig
 from deltatune.eval.base_cache import base_eval_key, cache_path, cached_base_eval
 from deltatune.methods.core import apply_method
 from deltatune.methods.lora.config import LoraConfig
 from deltatune.methods.registry import METHODS
 from deltatune.models.fingerprint import base_weights_fingerprint
 from deltatune.replay import answers
+from method_examples import EXAMPLES
 
 QA = [{"instruction": "What is the capital of France?", "output": "Paris"},
       {"instruction": "How many legs has a spider?", "output": "eight"}]
@@ -150,13 +151,7 @@ def test_no_cache_env_bypasses_reading(home, model, setting, monkeypatch):
 
 # -- the base-weights fingerprint under every method (also the replay cache's key)
 
-METHOD_CONFIGS = {
-    "full": {"name": "full"},
-    "freeze": {"name": "freeze", "train_last_n_blocks": 1},
-    "lora": {"name": "lora", "r": 4, "alpha": 8, "targets": "all-linear"},
-    "ia3": {"name": "ia3"},
-    "prompt": {"name": "prompt", "num_virtual_tokens": 5},
-}
+METHOD_CONFIGS = EXAMPLES  # every method (tests/method_examples.py)
 
 
 def test_every_method_has_a_config_here():
@@ -164,10 +159,12 @@ def test_every_method_has_a_config_here():
 
 
 @pytest.mark.parametrize("name", sorted(METHOD_CONFIGS))
-def test_fingerprint_is_the_bare_base_s_under_any_method(model, name):
+def test_fingerprint_is_the_bare_base_s_under_any_method(model, tiny_llama_dir, name):
+    cfg = METHODS[name].config_cls.model_validate(METHOD_CONFIGS[name])
+    if METHODS[name].load_base is not None:  # the base this method trains against (qlora: 4-bit)
+        model = METHODS[name].load_base(ModelConfig(name=str(tiny_llama_dir)), device="cpu", method_cfg=cfg)[0]
     bare = base_weights_fingerprint(model)
     replay_key = answers._cache_key(model, ["a prompt"], None, 16)
-    cfg = METHODS[name].config_cls.model_validate(METHOD_CONFIGS[name])
     installed = apply_method(model, cfg)
     assert base_weights_fingerprint(model) == bare
     assert answers._cache_key(model, ["a prompt"], None, 16) == replay_key

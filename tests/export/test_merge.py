@@ -136,9 +136,9 @@ def test_merge_loads_the_base_the_way_the_method_says(monkeypatch):
     from deltatune.methods import registry
 
     calls = []
-    monkeypatch.setitem(registry.METHODS, "lora", replace(registry.METHODS["lora"], load_base=lambda m, device: calls.append((m, device)) or "loaded"))
+    monkeypatch.setitem(registry.METHODS, "lora", replace(registry.METHODS["lora"], load_base=lambda m, device, method_cfg: calls.append((m, device, method_cfg)) or "loaded"))
     cfg = SimpleNamespace(method=SimpleNamespace(name="lora"), model=SimpleNamespace(name="m"))
-    assert load_base_for_merge(cfg) == "loaded" and calls == [(cfg.model, "cpu")]
+    assert load_base_for_merge(cfg) == "loaded" and calls == [(cfg.model, "cpu", cfg.method)]
 
 
 def test_cli_merge_and_export(lora_run, tmp_path, capsys):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from deltatune.config import TrainConfig
+from deltatune.config import ModelConfig, TrainConfig
 from deltatune.data.batching import collate
 from deltatune.errors import DeltatuneError
 from deltatune.forward import all_logits
@@ -24,21 +24,29 @@ from deltatune.methods import core
 from deltatune.methods.registry import METHODS
 from deltatune.training.step import OptimiserStep
 
-# One representative config per method; a new method must add its row here.
-EXAMPLES = {
-    "full": {"name": "full"},
-    "freeze": {"name": "freeze", "train_last_n_blocks": 1, "train_norm": True},
-    "lora": {"name": "lora", "r": 4, "alpha": 8, "targets": "all-linear"},
-    "ia3": {"name": "ia3"},
-    "prompt": {"name": "prompt", "num_virtual_tokens": 5},
-}
+# One representative config per method (tests/method_examples.py); a new method adds its row there.
+from method_examples import EXAMPLES  # noqa: E402
+
 # Which parameter names must be trainable afterwards (all others frozen).
 EXPECTED_TRAINABLE = {
     "full": lambda n: True,
     "freeze": lambda n: n.startswith("model.layers.1.") or n == "model.norm.weight",
     "lora": lambda n: re.search(r"\.lora_[AB]\.weight$", n) is not None,
+    "lora_fa": lambda n: re.search(r"\.lora_B\.weight$", n) is not None,  # A frozen at its init
+    "delta_lora": lambda n: re.search(r"\.lora_[AB]\.weight$", n) is not None,
+    "dora": lambda n: re.search(r"\.(lora_[AB]\.weight|lora_magnitude_vector)$", n) is not None,
+    "adalora": lambda n: re.search(r"\.lora_[AEB]$", n) is not None,
     "ia3": lambda n: re.search(r"\.(k_proj|v_proj|down_proj)\.ia3_l$", n) is not None,
     "prompt": lambda n: n == "prompt_embeddings.weight",
+    "prefix": lambda n: n == "prefix_encoder.embedding.weight",
+    "ptuning": lambda n: n == "prompt_embeddings.embedding.weight",
+    "ptuning_v2": lambda n: n == "prefix_encoder.embedding.weight",
+    "qlora": lambda n: re.search(r"\.lora_[AB]\.weight$", n) is not None,  # the 4-bit base stays frozen
+    "adapter": lambda n: re.search(r"\.(self_attn\.o_proj|mlp\.down_proj)\.adapter\.(down|up)\.(weight|bias)$", n)
+    is not None,
+    "bitfit": lambda n: n.endswith("_proj.bitfit_bias"),
+    "fishmask": lambda n: n == "fishmask.values",
+    "said": lambda n: n in ("said.theta", "said.lambdas"),
 }
 # The tiny Llama: hidden 64, FFN 128, 2 layers, 4 heads of 16, 2 KV heads (k/v out 32).
 H, FFN, LAYERS, KV = 64, 128, 2, 32
@@ -46,8 +54,40 @@ EXPECTED_COUNT = {  # the method's formula for the trainable element count (None
     "full": None,
     "freeze": None,
     "lora": LAYERS * 4 * ((H + H) + (H + KV) * 2 + (H + H)) + LAYERS * 4 * ((H + FFN) * 2 + (FFN + H)),
+    # only each B (out x r): q, k, v, o; gate, up, down
+    "lora_fa": LAYERS * 4 * (H + KV + KV + H) + LAYERS * 4 * (FFN + FFN + H),
+    # LoRA's A and B (r x in + out x r) on q, k, v, o; gate, up, down: W moves without a gradient
+    "delta_lora": LAYERS * 4 * ((H + H) + (H + KV) * 2 + (H + H)) + LAYERS * 4 * ((H + FFN) * 2 + (FFN + H)),
+    # LoRA's count + one magnitude per output row of every target (q, k, v, o; gate, up, down)
+    "dora": LAYERS * 4 * ((H + H) + (H + KV) * 2 + (H + H)) + LAYERS * 4 * ((H + FFN) * 2 + (FFN + H))
+    + LAYERS * ((H + KV * 2 + H) + (FFN * 2 + H)),
+    # init_r x (in + out + 1) per target (A: r x in, B: out x r, E: r): q, o; k, v; gate, up; down
+    "adalora": LAYERS * 4 * ((H + H + 1) * 2 + (H + KV + 1) * 2 + (H + FFN + 1) * 2 + (FFN + H + 1)),
     "ia3": LAYERS * (KV + KV + FFN),
     "prompt": 5 * H,
+    "prefix": 4 * LAYERS * 2 * KV,  # P x (every layer's key and value)
+    "ptuning": 3 * H,  # the folded (P, H) table
+    "ptuning_v2": 3 * LAYERS * 2 * KV,
+    # LoRA's A and B (r x in + out x r) on q, k, v, o; gate, up, down, over the quantised layers
+    "qlora": LAYERS * 4 * ((H + H) + (H + KV) * 2 + (H + H)) + LAYERS * 4 * ((H + FFN) * 2 + (FFN + H)),
+    # houlsby: 2 adapters per block (after o_proj, after down_proj), b = H // 8; each 2*H*b + b + H
+    "adapter": LAYERS * 2 * (2 * H * (H // 8) + H // 8 + H),
+    # one bias per output of every Linear: q, k, v, o; gate, up, down
+    "bitfit": LAYERS * ((H + KV + KV + H) + (FFN + FFN + H)),
+    # k = int(keep_ratio x every Linear weight): q, o (H x H), k, v (KV x H), gate, up, down (FFN x H)
+    "fishmask": int(0.05 * LAYERS * (H * H * 2 + KV * H * 2 + FFN * H * 3)),
+    # d in all: d - m for the projection + one lambda per target tensor (m = LAYERS x 7)
+    "said": (100 - LAYERS * 7) + LAYERS * 7,
+}
+# State-dict keys a merged model may add to the base's (all others must match exactly): BitFit
+# keeps the biases it added to bias-free Linears.
+MERGED_EXTRA_KEYS = {
+    "bitfit": lambda k: k.endswith("_proj.bias"),
+}
+# Frozen tensors a method's after-step hook moves on purpose (the step test lets exactly these
+# change too; they must be in the method's state): Delta-LoRA adds λ s Δ(B A) to each target's W.
+MOVED_BY_HOOK = {
+    "delta_lora": lambda n: n.endswith(".base_layer.weight"),
 }
 
 
@@ -56,8 +96,25 @@ def test_every_method_is_in_the_matrix():
 
 
 @pytest.fixture(scope="module")
-def base(tiny_llama_dir):
+def plain_base(tiny_llama_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def loaded_bases():
+    return {}  # method name -> its base loaded through its registry row's load_base
+
+
+@pytest.fixture
+def base(plain_base, loaded_bases, tiny_llama_dir, name):
+    """The base `name` trains against: the plain tiny Llama, or what the method's own
+    `load_base` makes of it (qlora: the decoder Linears quantised), loaded once."""
+    load_base = METHODS[name].load_base
+    if load_base is None:
+        return plain_base
+    if name not in loaded_bases:
+        loaded_bases[name] = load_base(ModelConfig(name=str(tiny_llama_dir)), device="cpu", method_cfg=_cfg(name))[0].eval()
+    return loaded_bases[name]
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +181,11 @@ def test_real_training_step_moves_exactly_the_methods_tensors(base, batch, name)
     stepper = OptimiserStep(model, installed, TrainConfig(lr=1e-2), total_steps=2, loss_fn=model_lm_loss)
     losses = [stepper.step([batch], step).loss for step in (1, 2)]  # two steps: LoRA's A moves once B != 0
     assert all(torch.isfinite(torch.tensor(losses)))
+    moved = MOVED_BY_HOOK.get(name, lambda n: False)
+    assert {n for n in flags if moved(n)} <= set(core.trainable_state_dict(model))
     for n, p in model.named_parameters():
         changed = not torch.equal(before[n], p.detach())
-        assert changed == flags[n], f"{n}: trainable={flags[n]} but changed={changed}"
+        assert changed == (flags[n] or moved(n)), f"{n}: trainable={flags[n]}, hook-moved={moved(n)}, changed={changed}"
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -166,7 +225,7 @@ def test_cached_batched_generation_equals_plain_greedy(base, name):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_merge_or_refuse(base, ids, name):
+def test_merge_or_refuse(base, plain_base, ids, name):
     model, _ = _trained(base, name)
     with torch.no_grad():
         want = all_logits(model, ids)
@@ -184,7 +243,10 @@ def test_merge_or_refuse(base, ids, name):
         plain = core.merge_and_unload(model)
         torch.testing.assert_close(all_logits(plain, ids), want, rtol=0, atol=1e-5)
     assert type(plain) is type(base)
-    assert set(plain.state_dict()) == set(base.state_dict()), "merged model must have the base's keys"
+    extra = set(plain.state_dict()) - set(plain_base.state_dict())
+    assert set(plain_base.state_dict()) <= set(plain.state_dict()), "merged model must have the base's keys"
+    allowed = MERGED_EXTRA_KEYS.get(name, lambda k: False)
+    assert all(allowed(k) for k in extra), f"merged model adds keys {sorted(extra)[:4]}"
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -69,8 +69,10 @@ def load_base_for_merge(cfg):
     from deltatune.methods.registry import get_method
     from deltatune.models.loader import load_causal_lm
 
-    loader = get_method(cfg.method).load_base or load_causal_lm
-    return loader(cfg.model, device="cpu")
+    method = get_method(cfg.method)
+    if method.load_base is not None:
+        return method.load_base(cfg.model, device="cpu", method_cfg=cfg.method)
+    return load_causal_lm(cfg.model, device="cpu")
 
 
 def _adapted_model(cfg, adapter_dir: Path):
@@ -175,11 +177,17 @@ def export_peft(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = F
 
 
 def _load_peft_export(folder: Path, cfg, dtype: torch.dtype):
-    """(model, how): the base by bare transformers with the exported adapter applied by HF peft
-    when it is installed (the real consumer), else by our own loader."""
+    """(model, how): the base by bare transformers — or, for a method with its own base loader
+    (a 4-bit QLoRA base, which transformers' BitsAndBytesConfig loads bit for bit the same), by
+    that loader — with the exported adapter applied by HF peft when it is installed (the real
+    consumer), else by our own loader."""
+    from deltatune.methods.registry import get_method
     from deltatune.models.loader import resolve_model_path
 
-    base = _bare_load(Path(resolve_model_path(cfg.model.name)), dtype)
+    if get_method(cfg.method).load_base is not None:
+        base = load_base_for_merge(cfg)[0]
+    else:
+        base = _bare_load(Path(resolve_model_path(cfg.model.name)), dtype)
     try:
         from peft import PeftModel
     except ImportError:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel
 from torch import nn
 
@@ -94,12 +95,20 @@ def installed_method(model: nn.Module) -> tuple[Method, BaseModel, Installed]:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter element counts; tied weights count once."""
+    """(trainable, total) parameter element counts; tied weights count once; a packed quantised
+    weight (bitsandbytes 4-bit: two values per byte) counts the elements it stands for."""
     trainable = total = 0
     for param in model.parameters():
-        total += param.numel()
-        trainable += param.numel() if param.requires_grad else 0
+        n = _logical_numel(param)
+        total += n
+        trainable += n if param.requires_grad else 0
     return trainable, total
+
+
+def _logical_numel(param: nn.Parameter) -> int:
+    quant_state = getattr(param, "quant_state", None)
+    shape = getattr(quant_state, "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else param.numel()
 
 
 def trainable_state_dict(model: nn.Module) -> dict:

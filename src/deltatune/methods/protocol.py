@@ -26,7 +26,7 @@ method with a PEFT twin maps them to PEFT's keys in its `PeftTwin`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,6 +67,10 @@ class MethodHooks:
                                    budget (schedules that count from the end, e.g. AdaLoRA's)
     report():                      a JSON-able dict about the finished adaptation (final ranks,
                                    mask sizes), written to eval.json as `method_report`
+    prepare(batches):              once, on a fresh run (not on resume: the state then comes
+                                   from the checkpoint), before the optimiser is built, with the
+                                   run's training batches in training order: data-dependent
+                                   initialisation (FISH Mask's Fisher); returns a summary dict
     """
 
     extra_loss: Callable[[], torch.Tensor] | None = None
@@ -74,6 +78,7 @@ class MethodHooks:
     param_groups: Callable[[Any], list[dict]] | None = None
     begin: Callable[[int], None] | None = None
     report: Callable[[], dict] | None = None
+    prepare: Callable[[Iterable[dict]], dict | None] | None = None
 
 
 @runtime_checkable
@@ -137,10 +142,10 @@ class Method:
     (master weights) and have no switched-off state without a copy.
     mergeable: `merge` works (False: it raises and `deltatune merge` refuses before loading).
     save_as: see the field's comment.
-    load_base(model_cfg, device, dtype) -> (model, tokenizer): how to load the base this method
-    trains against, when that is not the plain `deltatune.models.loader.load_causal_lm` (e.g. a
-    quantised base); used by training and by `deltatune merge`, so a merge folds the update
-    into the weights it was trained against.
+    load_base(model_cfg, device, dtype, method_cfg) -> (model, tokenizer): how to load the base
+    this method trains against, when that is not the plain `deltatune.models.loader.load_causal_lm`
+    (e.g. a quantised base, `method_cfg.bits` wide); used by training, `deltatune merge` and the
+    peft export's check, so a merge folds the update into the weights it was trained against.
     """
 
     name: str

@@ -19,14 +19,34 @@ from pydantic import BaseModel, Field
 
 from deltatune.errors import DeltatuneError
 from deltatune.methods import freeze, full, ia3, lora, prompt
+from deltatune.methods import dora
+from deltatune.methods import lora_fa
+from deltatune.methods import delta_lora
+from deltatune.methods import adalora
+from deltatune.methods import qlora
+from deltatune.methods import adapter
+from deltatune.methods import prefix, ptuning, ptuning_v2
+from deltatune.methods import bitfit, fishmask, said
 from deltatune.methods.protocol import Method
 
 METHODS: dict[str, Method] = {
     "full": full.METHOD,
     "freeze": freeze.METHOD,
     "lora": lora.METHOD,
+    "lora_fa": lora_fa.METHOD,
+    "delta_lora": delta_lora.METHOD,
+    "dora": dora.METHOD,
+    "adalora": adalora.METHOD,
+    "qlora": qlora.METHOD,
     "ia3": ia3.METHOD,
     "prompt": prompt.METHOD,
+    "prefix": prefix.METHOD,
+    "ptuning": ptuning.METHOD,
+    "ptuning_v2": ptuning_v2.METHOD,
+    "adapter": adapter.METHOD,
+    "bitfit": bitfit.METHOD,
+    "fishmask": fishmask.METHOD,
+    "said": said.METHOD,
 }
 
 # The config's `method:` section: exactly one of the methods' config classes, picked by `name`.

@@ -39,8 +39,11 @@ def load_for_training(cfg):
     device = resolve_device(cfg.model.device)
     check_training_precision(cfg.model.dtype, device)
     method = get_method(cfg.method)
-    loader = method.load_base or load_causal_lm  # a method may need its base loaded its own way
-    model, tokenizer = loader(cfg.model, device=device, dtype=storage_dtype(cfg.model.dtype, method.trains_base_weights))
+    dtype = storage_dtype(cfg.model.dtype, method.trains_base_weights)
+    if method.load_base is not None:  # a method may need its base loaded its own way (quantised)
+        model, tokenizer = method.load_base(cfg.model, device=device, dtype=dtype, method_cfg=cfg.method)
+    else:
+        model, tokenizer = load_causal_lm(cfg.model, device=device, dtype=dtype)
     say(f"model on {device}, compute dtype {cfg.model.dtype}")
     return model, tokenizer
 

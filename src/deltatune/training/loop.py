@@ -103,8 +103,12 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
     say(f"budget: {total_steps} optimiser steps ({budget.epochs:.2f} epochs, batches of {budget.batch_size}), "
         f"warm-up {budget.warmup_steps}; "
         f"{budget.rule}")
-    stepper = OptimiserStep(model, installed, tc, total_steps, loss_fn)
     log = MetricsLog(run_dir / "metrics.jsonl")
+    if resume_from is None and installed.hooks.prepare is not None:  # resumed: the checkpoint has it
+        summary = installed.hooks.prepare(b for _, _, b in micro_batches(sampler, train_set, pad_id, 0, 0))
+        say(f"method prepared on the training data: {summary}")
+        log.write("prepare", step=0, **(summary or {}))
+    stepper = OptimiserStep(model, installed, tc, total_steps, loss_fn)
     validator = Validator(model, val_set, installed, run_dir, tc, pad_id, cfg.model.dtype, log)
     state = _resume(resume_from, installed, stepper, tc, log) if resume_from is not None else TrainState()
     if resume_from is None:

@@ -7,7 +7,9 @@ Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models" (arXiv:2106
 B0 A0 is the starting product, kept aside (buffers `lora_A0`, `lora_B0`) only for the inits that
 start B A != 0 (PiSSA, OLoRA: `deltatune.methods.lora.init`); with the default init B starts at
 zero, there is no B0 A0, and this is plain LoRA. Either way the adapted model equals the base at
-step 0 and the base weight is never written. rsLoRA (Kalajdzievski 2023, arXiv:2312.03732)
+step 0 and the base weight is never written. (With a start product and dropout > 0, training
+differs from peft's PiSSA, which drops out the input of s B A, W0's principal part, too: here
+dropout applies to the update only. In eval, or with dropout 0, the two are the same function.) rsLoRA (Kalajdzievski 2023, arXiv:2312.03732)
 scales by alpha / sqrt(r) instead, keeping updates stable as r grows. Parameter names
 (`lora_A.weight`, `lora_B.weight`, `base_layer.weight`) follow PEFT's so saved adapters map onto
 its file layout key for key.
