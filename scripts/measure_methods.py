@@ -5,9 +5,12 @@
 
 Each method is its ready config, `configs/smollm2/sft_<method>.yaml`, trained by `deltatune train`
 in its own process (so each run's peak resident memory is its own) with the `--set` overrides
-applied to every run: the same data, budget and seed for all. A finished run dir is reused.
+applied to every run: the same data, budget and seed for all; `METHOD:key=value` applies to that
+method only (e.g. `adalora:method.tinit=5` to fit its schedule into a short budget). A finished
+run dir is reused.
 Writes <out>.json (every run's numbers) and <out>.md (the table): trainable parameters (count
-and % of the model), peak resident memory, training time and tokens/s over the optimiser steps,
+and % of the model), peak resident memory (of the process, and of the training phase alone),
+training time and tokens/s over the optimiser steps,
 wall time of the whole run (evaluations included), held-out test accuracy, and the forgetting
 measures (robust probe greedy / sampled change in points, KL from the base).
 """
@@ -25,8 +28,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "smollm2"
 
 
+def overrides_for(method: str, overrides: list[str]) -> list[str]:
+    """The shared `k=v` overrides plus those written `METHOD:k=v` for this method."""
+    mine = []
+    for item in overrides:
+        owner, sep, rest = item.partition(":")
+        if sep and "=" not in owner:
+            if owner == method:
+                mine.append(rest)
+        else:
+            mine.append(item)
+    return mine
+
+
 def run_one(method: str, overrides: list[str], seed: int, runs: Path) -> dict:
     """Train one method (or reuse its finished run) and read its numbers back."""
+    overrides = overrides_for(method, overrides)
     out = runs / f"{method}-seed{seed}"
     timing = out / "wall_seconds.json"
     if not ((out / "eval.json").is_file() and timing.is_file()):
@@ -40,9 +57,10 @@ def run_one(method: str, overrides: list[str], seed: int, runs: Path) -> dict:
     report = json.loads((out / "eval.json").read_text())
     after, params, usage = report["after"], report.get("parameters", {}), report.get("resources") or {}
     return {
-        "method": method, "seed": seed, "run_dir": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out),
+        "method": method, "seed": seed, "overrides": overrides, "run_dir": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out),
         "steps": report["steps"], "trainable": params.get("trainable"), "total": params.get("total"),
-        "peak_rss_mib": usage.get("peak_rss_mib"), "train_seconds": usage.get("train_seconds"),
+        "peak_rss_mib": usage.get("peak_rss_mib"), "train_peak_rss_mib": usage.get("train_peak_rss_mib"),
+        "train_seconds": usage.get("train_seconds"),
         "tokens_per_s": usage.get("tokens_per_s"), "wall_seconds": json.loads(timing.read_text())["seconds"],
         "test_before": ((report.get("before") or {}).get("test") or {}).get("contains"),
         "test_after": (after.get("test") or {}).get("contains"), "val_after": (after.get("val") or {}).get("loss"),
@@ -55,14 +73,14 @@ def markdown(rows: list[dict], overrides: list[str]) -> str:
         return "-" if value is None else format(value if scale == 1.0 else value * scale, fmt)
 
     lines = [f"Overrides on every run: `{' '.join(overrides) or '(none)'}`", "",
-             "| method | trainable (count, %) | peak RSS | train time | tokens/s | wall (with evals) "
+             "| method | trainable (count, %) | peak RSS: process / training | train time | tokens/s | wall (with evals) "
              "| held-out test | probe greedy / sampled (pts) | KL from base |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         share = r["trainable"] / r["total"] if r.get("trainable") is not None and r.get("total") else None
         lines.append(
             f"| {r['method']} | {num(r.get('trainable'), ',')} ({num(share, '.3f', 100)}%) "
-            f"| {num(r.get('peak_rss_mib'), '.2f', 1 / 1024)} GiB | {num(r.get('train_seconds'), '.1f', 1 / 60)} min "
+            f"| {num(r.get('peak_rss_mib'), '.2f', 1 / 1024)} / {num(r.get('train_peak_rss_mib'), '.2f', 1 / 1024)} GiB | {num(r.get('train_seconds'), '.1f', 1 / 60)} min "
             f"| {num(r.get('tokens_per_s'), '.0f')} | {num(r['wall_seconds'], '.1f', 1 / 60)} min "
             f"| {num(r.get('test_before'), '.1f', 100)}% -> {num(r.get('test_after'), '.1f', 100)}% "
             f"| {num(r.get('probe_greedy_change'), '+.1f')} / {num(r.get('probe_sampled_change'), '+.1f')} "

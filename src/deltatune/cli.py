@@ -5,6 +5,7 @@
     deltatune eval RUN_DIR [--data FILE]          deltatune generate RUN_DIR "prompt"
     deltatune merge RUN_DIR --out DIR             deltatune export RUN_DIR --format peft --out DIR
     deltatune serve --model BASE --adapter NAME=RUN_DIR    deltatune chat RUN_DIR
+    deltatune methods [NAME]                      the fine-tuning methods and their keys
 
 Each package owns its sub-commands in a `cli.py` with `register(subparsers)`; this file only
 assembles them and turns `DeltatuneError` into a clean message and exit code 2.
@@ -21,6 +22,7 @@ from deltatune.errors import DeltatuneError
 # modules that define `register(subparsers)`, one per package that owns commands
 COMMAND_MODULES = [
     "deltatune.recipes.cli",
+    "deltatune.methods.cli",
     "deltatune.data.cli",
     "deltatune.eval.cli",
     "deltatune.export.cli",

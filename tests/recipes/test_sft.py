@@ -185,6 +185,8 @@ def test_the_best_weights_are_restored_when_val_loss_turns_up(make_cfg, tmp_path
     usage = report["resources"]  # what the run cost, from the optimiser steps of this process
     [end] = read_metrics(run_dir / "metrics.jsonl", "end")
     assert end["peak_rss_mib"] == usage["peak_rss_mib"] > 50
+    if usage["train_peak_rss_mib"] is not None:  # Linux: the training phase's own high-water mark
+        assert 0 < usage["train_peak_rss_mib"] <= usage["peak_rss_mib"] + 1
     assert usage["train_tokens"] > 0 and usage["train_seconds"] > 0
     assert report["parameters"]["trainable"] == report["parameters"]["total"]  # method full
     assert usage["tokens_per_s"] == pytest.approx(usage["train_tokens"] / usage["train_seconds"], rel=0.02)
