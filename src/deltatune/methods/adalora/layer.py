@@ -29,12 +29,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deltatune.methods.merging import AdditiveMerge
+
 PARTS = ("A", "E", "B")
 SCORE_BUFFERS = tuple(f"{kind}_{part}" for kind in ("sensitivity", "uncertainty") for part in PARTS)
 INIT_STD = 0.02  # peft's normal init of A and B
 
 
-class SVDLinear(nn.Module):
+class SVDLinear(AdditiveMerge, nn.Module):
     """Wraps (does not copy) `base_layer`; the base stays frozen, only A, E, B train (fp32)."""
 
     def __init__(self, base_layer: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
@@ -68,22 +70,6 @@ class SVDLinear(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         """alpha / (ranknum + 1e-5) * B (E ⊙ A), shape (out, in), fp32."""
         return self.lora_B @ (self.lora_A * self.lora_E) * self.alpha / (self.ranknum + 1e-5)
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        """W0 += the update (inference without the extra matmuls; do not train while merged)."""
-        if not self.merged:
-            w = self.base_layer.weight
-            w.copy_((w.float() + self.delta_weight()).to(w.dtype))
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """W0 -= the update (equal to the original up to rounding)."""
-        if self.merged:
-            w = self.base_layer.weight
-            w.copy_((w.float() - self.delta_weight()).to(w.dtype))
-            self.merged = False
 
     def orthogonality(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(||A A^T - I||_F, ||B^T B - I||_F): how far A's rows / B's columns are from orthonormal."""

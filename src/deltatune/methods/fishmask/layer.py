@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deltatune.errors import DeltatuneError
+from deltatune.methods.merging import AdditiveMerge
 
 SLOT = "fishmask"  # the delta's name on the model: `fishmask.values`, `fishmask.indices`
 
@@ -92,7 +93,7 @@ def check_indices(indices: torch.Tensor, keep: int, total: int, what: str) -> to
     return indices
 
 
-class SparseDeltaLinear(nn.Module):
+class SparseDeltaLinear(AdditiveMerge, nn.Module):
     """Wraps (does not copy) `base_layer`; its weight is W0 + the delta's entries for tensor `t`.
 
     The delta is not registered as a submodule (it lives once, on the model), so the wrapper
@@ -139,23 +140,6 @@ class SparseDeltaLinear(nn.Module):
         bias = self.base_layer.bias
         bias = None if bias is None else bias.float()
         return F.linear(x.float(), weight, bias).to(x.dtype)
-
-    @torch.no_grad()
-    def _shift_base(self, sign: float) -> None:
-        weight = self.base_layer.weight
-        weight.copy_((weight.to(self._delta.values.dtype) + sign * self.delta_weight()).to(weight.dtype))
-
-    def merge(self) -> None:
-        """W0 ← W0 + scatter(M, v): the masked entries written into the base (same values as forward)."""
-        if not self.merged:
-            self._shift_base(1.0)
-            self.merged = True
-
-    def unmerge(self) -> None:
-        """W0 ← W0 − scatter(M, v) (equal to the base up to rounding)."""
-        if self.merged:
-            self._shift_base(-1.0)
-            self.merged = False
 
     def extra_repr(self) -> str:
         return f"tensor={self.t}, merged={self.merged}"

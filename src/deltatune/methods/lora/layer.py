@@ -25,10 +25,12 @@ import torch
 from torch import nn
 
 from deltatune.methods.lora.init import STARTS_AT_ZERO, initial_factors
+from deltatune.methods.merging import AdditiveMerge
 
 
-class LoRALinear(nn.Module):
-    """Wraps (does not copy) `base_layer`; the base stays frozen, only A and B train."""
+class LoRALinear(AdditiveMerge, nn.Module):
+    """Wraps (does not copy) `base_layer`; the base stays frozen, only A and B train. Merging
+    folds `delta_weight()` into W0 (`AdditiveMerge`)."""
 
     def __init__(self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False,
                  init: str = "default", dtype: torch.dtype | None = None):
@@ -96,22 +98,6 @@ class LoRALinear(nn.Module):
         if self.has_start_product:
             delta = delta - self.lora_B0.float() @ self.lora_A0.float()
         return self.scaling * delta
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        """W0 += s (B A - B0 A0): inference without the extra matmuls (do not train while merged)."""
-        if not self.merged:
-            w = self.base_layer.weight
-            w.copy_((w.float() + self.delta_weight()).to(w.dtype))
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """W0 -= s (B A - B0 A0): back to the separate base + update (equal up to rounding)."""
-        if self.merged:
-            w = self.base_layer.weight
-            w.copy_((w.float() - self.delta_weight()).to(w.dtype))
-            self.merged = False
 
     def extra_repr(self) -> str:
         return f"r={self.r}, scaling={self.scaling:g}, init={self.init}, merged={self.merged}"

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deltatune.methods.merging import AdditiveMerge
 from deltatune.methods.said.fastfood import FastfoodProjection
 
 SLOT = "said"  # on the model: `said.theta`, `said.lambdas`
@@ -62,7 +63,7 @@ class SAIDParams(nn.Module):
         return f"d={self.theta.numel() + self.lambdas.numel()}, tensors={len(self.sizes)}, n={self.offsets[-1]}"
 
 
-class SAIDLinear(nn.Module):
+class SAIDLinear(AdditiveMerge, nn.Module):
     """Wraps (does not copy) `base_layer`; its weight is W0 + lambda_t * (P theta)_t.
 
     The shared `SAIDParams` is a plain reference, not a child module (it lives once, on the
@@ -87,24 +88,6 @@ class SAIDLinear(nn.Module):
         bias = self.base_layer.bias
         bias = None if bias is None else bias.to(delta.dtype)
         return F.linear(x.to(delta.dtype), weight, bias).to(x.dtype)
-
-    @torch.no_grad()
-    def _shift_base(self, sign: float) -> None:
-        weight = self.base_layer.weight
-        delta = self.delta_weight()
-        weight.copy_((weight.to(delta.dtype) + sign * delta).to(weight.dtype))
-
-    def merge(self) -> None:
-        """W0 ← W0 + lambda_t (P theta)_t: the same numbers the forward adds."""
-        if not self.merged:
-            self._shift_base(1.0)
-            self.merged = True
-
-    def unmerge(self) -> None:
-        """W0 ← W0 − lambda_t (P theta)_t (the base up to rounding)."""
-        if self.merged:
-            self._shift_base(-1.0)
-            self.merged = False
 
     def extra_repr(self) -> str:
         return f"tensor={self.t}, merged={self.merged}"
