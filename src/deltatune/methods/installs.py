@@ -1,7 +1,8 @@
-"""Two ready-made `Installed` implementations that most methods compose instead of rewriting.
+"""Ready-made `Installed` implementations that most methods compose instead of rewriting.
 
     WrapperInstall(model, {"model.layers.0.self_attn.q_proj": LoRALinear(...), ...})
     TensorInstall(model, ["model.layers.1.mlp.up_proj.weight", ...], ctx)
+    SharedSlotInstall(model, "said", params, wrappers)    # wrappers reading one shared module
 
 `WrapperInstall`: the method swaps wrapper modules in around base layers. A wrapper keeps the
 original module as `base_layer`, adds its own parameters / buffers beside it, and implements
@@ -187,3 +188,38 @@ class TensorInstall:
 
     def merge_and_unload(self) -> None:
         self.attach()  # the model keeps the trained weights as its own
+
+
+class SharedSlotInstall:
+    """Wrappers over the targets (swapped like any `WrapperInstall`) that all read one method
+    module living on the model as attribute `slot` while attached (FISH Mask's sparse delta,
+    SAID's theta and lambdas). Subclasses add `state` / `load_state` / `trainable` / hooks;
+    attaching adds the slot, detaching removes it, merging is the wrappers'."""
+
+    def __init__(self, model: nn.Module, slot: str, shared: nn.Module, wrappers: dict[str, nn.Module]):
+        self.model, self.slot, self.shared, self.wrappers = model, slot, shared, wrappers
+        self.swaps = WrapperInstall(model, wrappers)
+        self._add_slot()
+
+    def _add_slot(self) -> None:
+        if getattr(self.model, self.slot, None) is not self.shared:
+            self.model.add_module(self.slot, self.shared)
+
+    def attach(self) -> None:
+        self.swaps.attach()
+        self._add_slot()
+
+    def detach(self) -> None:
+        self.swaps.detach()
+        if getattr(self.model, self.slot, None) is self.shared:
+            delattr(self.model, self.slot)
+
+    def merge(self) -> None:
+        self.swaps.merge()
+
+    def unmerge(self) -> None:
+        self.swaps.unmerge()
+
+    def merge_and_unload(self) -> None:
+        self.merge()
+        self.detach()  # the base layers hold the merged weights; the shared module leaves the model

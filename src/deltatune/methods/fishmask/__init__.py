@@ -30,24 +30,22 @@ from deltatune.errors import DeltatuneError
 from deltatune.methods.fishmask.config import FishMaskConfig
 from deltatune.methods.fishmask.fisher import estimate_fisher, random_mask, top_k_mask
 from deltatune.methods.fishmask.layer import SLOT, SparseDelta, SparseDeltaLinear, check_indices
-from deltatune.methods.installs import WrapperInstall, check_state, copy_state
+from deltatune.methods.installs import SharedSlotInstall, check_state, copy_state
 from deltatune.methods.modules import match_linear_targets
 from deltatune.methods.protocol import InstallContext, Method, MethodHooks
 
 __all__ = ["METHOD", "FishMaskConfig", "FishMaskInstall", "SparseDelta", "SparseDeltaLinear", "install_fishmask"]
 
 
-class FishMaskInstall:
-    """The `Installed` of FISH Mask: wrappers over the targets (swapped like any
-    `WrapperInstall`) plus the one sparse delta they share, on the model as `SLOT`."""
+class FishMaskInstall(SharedSlotInstall):
+    """The `Installed` of FISH Mask: wrappers over the targets plus the one sparse delta they
+    share, on the model as `SLOT` (attach / detach / merge: `SharedSlotInstall`)."""
 
     def __init__(self, model: nn.Module, cfg: FishMaskConfig, delta: SparseDelta,
                  wrappers: dict[str, SparseDeltaLinear]):
-        self.model, self.cfg, self.delta = model, cfg, delta
-        self.swaps = WrapperInstall(model, wrappers)
-        self.wrappers = wrappers
+        self.cfg, self.delta = cfg, delta
+        super().__init__(model, SLOT, delta, wrappers)
         self.hooks = MethodHooks(report=self.report, prepare=self.prepare)
-        self._add_slot()
 
     # -- the data step (see the module docstring)
     def prepare(self, batches: Iterable[dict], loss_fn: Callable | None = None) -> dict:
@@ -85,29 +83,6 @@ class FishMaskInstall:
 
     def trainable(self) -> list[nn.Parameter]:
         return [self.delta.values] if self.delta.values.requires_grad else []
-
-    def _add_slot(self) -> None:
-        if getattr(self.model, SLOT, None) is not self.delta:
-            self.model.add_module(SLOT, self.delta)
-
-    def attach(self) -> None:
-        self.swaps.attach()
-        self._add_slot()
-
-    def detach(self) -> None:
-        self.swaps.detach()
-        if getattr(self.model, SLOT, None) is self.delta:
-            delattr(self.model, SLOT)
-
-    def merge(self) -> None:
-        self.swaps.merge()
-
-    def unmerge(self) -> None:
-        self.swaps.unmerge()
-
-    def merge_and_unload(self) -> None:
-        self.merge()
-        self.detach()  # the base layers hold the merged weights; the delta leaves the model
 
     def report(self) -> dict:
         counts = self.delta.counts()

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from deltatune.errors import DeltatuneError
-from deltatune.methods.installs import WrapperInstall, copy_state
+from deltatune.methods.installs import SharedSlotInstall, copy_state
 from deltatune.methods.modules import match_linear_targets
 from deltatune.methods.protocol import InstallContext, Method, MethodHooks
 from deltatune.methods.said.config import SAIDConfig
@@ -32,15 +32,14 @@ __all__ = ["METHOD", "FastfoodProjection", "SAIDConfig", "SAIDInstall", "SAIDLin
            "fwht", "hadamard", "install_said"]
 
 
-class SAIDInstall:
-    """The `Installed` of SAID: wrappers over the targets (swapped like any `WrapperInstall`)
-    plus the one `SAIDParams` they share, on the model as `SLOT`."""
+class SAIDInstall(SharedSlotInstall):
+    """The `Installed` of SAID: wrappers over the targets plus the one `SAIDParams` they share,
+    on the model as `SLOT` (attach / detach / merge: `SharedSlotInstall`)."""
 
     def __init__(self, model: nn.Module, params: SAIDParams, wrappers: dict[str, SAIDLinear]):
-        self.model, self.params, self.wrappers = model, params, wrappers
-        self.swaps = WrapperInstall(model, wrappers)
+        self.params = params
+        super().__init__(model, SLOT, params, wrappers)
         self.hooks = MethodHooks(report=self.report)
-        self._add_slot()
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {f"{SLOT}.theta": self.params.theta, f"{SLOT}.lambdas": self.params.lambdas}
@@ -53,29 +52,6 @@ class SAIDInstall:
 
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in (self.params.theta, self.params.lambdas) if p.requires_grad]
-
-    def _add_slot(self) -> None:
-        if getattr(self.model, SLOT, None) is not self.params:
-            self.model.add_module(SLOT, self.params)
-
-    def attach(self) -> None:
-        self.swaps.attach()
-        self._add_slot()
-
-    def detach(self) -> None:
-        self.swaps.detach()
-        if getattr(self.model, SLOT, None) is self.params:
-            delattr(self.model, SLOT)
-
-    def merge(self) -> None:
-        self.swaps.merge()
-
-    def unmerge(self) -> None:
-        self.swaps.unmerge()
-
-    def merge_and_unload(self) -> None:
-        self.merge()
-        self.detach()
 
     def report(self) -> dict:
         lambdas = self.params.lambdas.detach().cpu().tolist()
