@@ -37,8 +37,8 @@ from torch import nn
 from transformers import DynamicCache
 
 from deltatune.errors import DeltatuneError
+from deltatune.methods.decoder_hooks import DecoderHooksInstall, batch_size, positional_names
 from deltatune.methods.installs import copy_state
-from deltatune.methods.prompt.layer import _batch_size, _positional_names
 from deltatune.methods.protocol import MethodHooks
 
 SLOT = "prefix_encoder"  # the module's name on the model: `prefix_encoder.embedding.weight`, ...
@@ -124,12 +124,14 @@ def _cache_key(decoder: nn.Module, kwargs: dict) -> str:
     for key in ("cache", "past_key_values"):
         if kwargs.get(key) is not None:
             return key
-    return "cache" if "cache" in _positional_names(decoder) else "past_key_values"
+    return "cache" if "cache" in positional_names(decoder) else "past_key_values"
 
 
-class PrefixInstall:
+class PrefixInstall(DecoderHooksInstall):
     """The `Installed` of prefix tuning / P-tuning v2: the encoder lives on the model as `SLOT`
     while attached, and the decoder's two hooks do the rest (see the module docstring)."""
+
+    slot = SLOT
 
     def __init__(self, model: nn.Module, encoder: PrefixEncoder, label: str):
         self.model = model
@@ -140,16 +142,19 @@ class PrefixInstall:
         self._drop_cache = False  # set by the pre-hook, read by the post-hook of the same call
         self.attach()
 
+    def slot_module(self) -> nn.Module:
+        return self.encoder
+
     # -- the two hooks
     def _before(self, decoder: nn.Module, args: tuple, kwargs: dict):
         if args:  # positional arguments (input_ids, attention_mask, ...): by the forward's names
-            names = _positional_names(decoder)
+            names = positional_names(decoder)
             if len(args) > len(names):
                 raise DeltatuneError(f"{self.label}: {type(decoder).__name__} got {len(args)} positional "
                                      f"arguments, its forward takes {len(names)}")
             kwargs = {**dict(zip(names, args)), **kwargs}
         n = self.encoder.num_tokens
-        batch = _batch_size(kwargs)
+        batch = batch_size(kwargs, self.label)
         key = _cache_key(decoder, kwargs)
         cache = kwargs.get(key)
         self._drop_cache = False
@@ -192,25 +197,6 @@ class PrefixInstall:
 
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.encoder.parameters() if p.requires_grad]
-
-    def attach(self) -> None:
-        if self._handles:
-            return
-        if hasattr(self.model, SLOT):
-            raise DeltatuneError(f"{type(self.model).__name__} already has a {SLOT!r} attribute")
-        decoder = self.model.get_decoder()
-        self.model.add_module(SLOT, self.encoder)
-        self._handles = [
-            decoder.register_forward_pre_hook(self._before, with_kwargs=True),
-            decoder.register_forward_hook(self._after, with_kwargs=True),
-        ]
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        if self._handles:
-            delattr(self.model, SLOT)
-        self._handles = []
 
     def merge(self) -> None:
         raise DeltatuneError(

@@ -20,12 +20,12 @@ cache, export checks, serving — gets the virtual tokens without knowing about 
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 from torch import nn
 
 from deltatune.errors import DeltatuneError
+from deltatune.methods.decoder_hooks import DecoderHooksInstall, batch_size, positional_names
 from deltatune.methods.installs import copy_state
 from deltatune.methods.protocol import MethodHooks
 
@@ -52,9 +52,11 @@ def _cache_length(kwargs: dict) -> int:
     return int(cache.get_seq_length()) if cache is not None else 0
 
 
-class PromptInstall:
+class PromptInstall(DecoderHooksInstall):
     """The `Installed` of prompt tuning: the embeddings live on the model as `SLOT` while
     attached, and the decoder's two hooks do the rest (see the module docstring)."""
+
+    slot = SLOT
 
     def __init__(self, model: nn.Module, prompt: PromptEmbeddings):
         self.model = model
@@ -64,10 +66,13 @@ class PromptInstall:
         self._strip = False  # set by the pre-hook, read by the post-hook of the same call
         self.attach()
 
+    def slot_module(self) -> nn.Module:
+        return self.prompt
+
     # -- the two hooks
     def _before(self, decoder: nn.Module, args: tuple, kwargs: dict):
         if args:  # positional arguments (input_ids, attention_mask, ...): by the forward's names
-            names = _positional_names(decoder)
+            names = positional_names(decoder)
             if len(args) > len(names):
                 raise DeltatuneError(f"prompt tuning: {type(decoder).__name__} got {len(args)} positional "
                                      f"arguments, its forward takes {len(names)}")
@@ -83,7 +88,7 @@ class PromptInstall:
             kwargs["inputs_embeds"] = torch.cat([prompt, embeds], dim=1)  # (B, P + T, H)
             kwargs["input_ids"] = None
         else:
-            batch = _batch_size(kwargs)
+            batch = batch_size(kwargs, "prompt tuning")
         mask = kwargs.get("attention_mask")
         if mask is not None:
             if mask.dim() != 2:
@@ -115,25 +120,6 @@ class PromptInstall:
     def trainable(self) -> list[nn.Parameter]:
         return [self.prompt.weight] if self.prompt.weight.requires_grad else []
 
-    def attach(self) -> None:
-        if self._handles:
-            return
-        if hasattr(self.model, SLOT):
-            raise DeltatuneError(f"{type(self.model).__name__} already has a {SLOT!r} attribute")
-        decoder = self.model.get_decoder()
-        self.model.add_module(SLOT, self.prompt)
-        self._handles = [
-            decoder.register_forward_pre_hook(self._before, with_kwargs=True),
-            decoder.register_forward_hook(self._after, with_kwargs=True),
-        ]
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        if self._handles:
-            delattr(self.model, SLOT)
-        self._handles = []
-
     def merge(self) -> None:
         raise DeltatuneError(
             "prompt tuning adds virtual tokens to the input; there is no weight to fold them into. "
@@ -142,17 +128,3 @@ class PromptInstall:
 
     unmerge = merge
     merge_and_unload = merge
-
-
-def _positional_names(decoder: nn.Module) -> list[str]:
-    """The names the decoder's forward binds positional arguments to, in order (the hook
-    returns everything as keywords, so none may be dropped: `decoder(ids, mask)` keeps its mask)."""
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [n for n, p in inspect.signature(decoder.forward).parameters.items() if p.kind in kinds]
-
-
-def _batch_size(kwargs: dict) -> int:
-    for key in ("input_ids", "inputs_embeds", "attention_mask", "position_ids"):
-        if kwargs.get(key) is not None:
-            return kwargs[key].shape[0]
-    raise DeltatuneError("prompt tuning: the decoder was called without inputs")
