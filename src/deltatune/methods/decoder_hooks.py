@@ -53,6 +53,18 @@ class DecoderHooksInstall:
         self._handles = []
 
 
+def as_keywords(decoder: nn.Module, args: tuple, kwargs: dict, label: str) -> dict:
+    """A decoder call's arguments all as keywords, positional ones by the forward's names (a
+    pre-hook returns everything as keywords, so none may be dropped)."""
+    if not args:
+        return kwargs
+    names = positional_names(decoder)
+    if len(args) > len(names):
+        raise DeltatuneError(f"{label}: {type(decoder).__name__} got {len(args)} positional arguments, "
+                             f"its forward takes {len(names)}")
+    return {**dict(zip(names, args)), **kwargs}
+
+
 def positional_names(decoder: nn.Module) -> list[str]:
     """The names the decoder's forward binds positional arguments to, in order (the hook
     returns everything as keywords, so none may be dropped: `decoder(ids, mask)` keeps its mask)."""

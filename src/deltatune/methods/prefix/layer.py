@@ -37,7 +37,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from deltatune.errors import DeltatuneError
-from deltatune.methods.decoder_hooks import DecoderHooksInstall, batch_size, positional_names
+from deltatune.methods.decoder_hooks import DecoderHooksInstall, as_keywords, batch_size, positional_names
 from deltatune.methods.installs import copy_state
 from deltatune.methods.protocol import MethodHooks
 
@@ -147,12 +147,7 @@ class PrefixInstall(DecoderHooksInstall):
 
     # -- the two hooks
     def _before(self, decoder: nn.Module, args: tuple, kwargs: dict):
-        if args:  # positional arguments (input_ids, attention_mask, ...): by the forward's names
-            names = positional_names(decoder)
-            if len(args) > len(names):
-                raise DeltatuneError(f"{self.label}: {type(decoder).__name__} got {len(args)} positional "
-                                     f"arguments, its forward takes {len(names)}")
-            kwargs = {**dict(zip(names, args)), **kwargs}
+        kwargs = as_keywords(decoder, args, kwargs, self.label)
         n = self.encoder.num_tokens
         batch = batch_size(kwargs, self.label)
         key = _cache_key(decoder, kwargs)

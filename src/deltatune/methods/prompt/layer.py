@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from deltatune.errors import DeltatuneError
-from deltatune.methods.decoder_hooks import DecoderHooksInstall, batch_size, positional_names
+from deltatune.methods.decoder_hooks import DecoderHooksInstall, as_keywords, batch_size
 from deltatune.methods.installs import copy_state
 from deltatune.methods.protocol import MethodHooks
 
@@ -71,12 +71,7 @@ class PromptInstall(DecoderHooksInstall):
 
     # -- the two hooks
     def _before(self, decoder: nn.Module, args: tuple, kwargs: dict):
-        if args:  # positional arguments (input_ids, attention_mask, ...): by the forward's names
-            names = positional_names(decoder)
-            if len(args) > len(names):
-                raise DeltatuneError(f"prompt tuning: {type(decoder).__name__} got {len(args)} positional "
-                                     f"arguments, its forward takes {len(names)}")
-            kwargs = {**dict(zip(names, args)), **kwargs}
+        kwargs = as_keywords(decoder, args, kwargs, "prompt tuning")
         n = self.prompt.num_tokens
         prefill = _cache_length(kwargs) == 0
         if prefill:
