@@ -6,6 +6,8 @@
     deltatune merge RUN_DIR --out DIR             deltatune export RUN_DIR --format peft --out DIR
     deltatune serve --model BASE --adapter NAME=RUN_DIR    deltatune chat RUN_DIR
     deltatune methods [NAME]                      the fine-tuning methods and their keys
+    deltatune score RM_RUN "prompt" "answer"      the reward a trained reward model gives
+    deltatune label PROMPTS --model M --judge J --out prefs.jsonl   preference pairs from a judge (RLAIF)
 
 Each package owns its sub-commands in a `cli.py` with `register(subparsers)`; this file only
 assembles them and turns `DeltatuneError` into a clean message and exit code 2.
@@ -27,6 +29,8 @@ COMMAND_MODULES = [
     "deltatune.eval.cli",
     "deltatune.export.cli",
     "deltatune.serve.cli",
+    "deltatune.rlaif.cli",
+    "deltatune.preference.cli",
 ]
 
 

@@ -130,6 +130,51 @@ class EvalConfig(Section):
     sample_temperature: float = Field(0.7, gt=0)
 
 
+class PreferenceConfig(Section):
+    """`recipe: rm` and `recipe: dpo` (deltatune.losses.preference, deltatune.losses.reward)."""
+
+    # sigmoid: DPO (Rafailov 2023); ipo: IPO (Azar 2023); hinge: SLiC; simpo (Meng 2024) and
+    # orpo (Hong 2024) need no reference model
+    loss: Literal["sigmoid", "ipo", "hinge", "simpo", "orpo"] = "sigmoid"
+    beta: float = Field(0.1, gt=0)  # DPO's KL strength (IPO's tau); SimPO's reward scale (paper: 2-2.5)
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # sigmoid only: conservative DPO's label noise
+    simpo_gamma: float = Field(1.0, ge=0)  # simpo: target reward margin (paper: gamma / beta ~ 0.5)
+    orpo_lambda: float = Field(0.1, gt=0)  # orpo: weight of the odds-ratio term beside the chosen NLL
+    # reference log-probs computed once before training and kept with the pairs (one forward
+    # fewer per step); with `full` the alternative is a frozen copy of the model in memory
+    precompute_ref: bool = False
+    # rm: + coef x (r_chosen + r_rejected)^2, keeps rewards centred (Eisenstein et al. 2023)
+    reward_center_coef: float = Field(0.0, ge=0)
+
+
+class RLConfig(Section):
+    """`recipe: ppo` and `recipe: grpo`: rollouts, reward, KL to the reference, the update."""
+
+    # what scores a completion: a run dir of `recipe: rm`; `contains` / `exact` against the
+    # row's reference answer; `python:module:function` (prompt, completion, row) -> float;
+    # `judge:MODEL` (a local model asked whether the reply is good, deltatune.rlaif)
+    reward: str | None = None
+    prompts_per_step: int = Field(8, ge=1)  # prompts sampled per rollout batch (one optimiser phase)
+    num_samples: int = Field(4, ge=1)  # grpo: completions per prompt (the group); ppo: per prompt too
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    kl_coef: float = Field(0.05, ge=0)  # weight of the per-token KL to the reference
+    kl_estimator: Literal["k1", "k3"] = "k1"  # ppo's reward shaping; grpo always uses k3 in the loss
+    adaptive_kl: bool = False  # ppo: Ziegler et al. 2019's controller moves kl_coef towards kl_target
+    kl_target: float = Field(6.0, gt=0)
+    kl_horizon: int = Field(10000, ge=1)
+    ppo_epochs: int = Field(2, ge=1)  # passes over each rollout batch
+    clip_eps: float = Field(0.2, gt=0)  # policy ratio clip
+    value_clip: float = Field(0.2, gt=0)  # ppo: value prediction clip
+    vf_coef: float = Field(0.1, ge=0)  # ppo: value-loss weight
+    gamma: float = Field(1.0, gt=0, le=1)  # ppo: discount
+    lam: float = Field(0.95, ge=0, le=1)  # ppo: GAE lambda
+    whiten_advantages: bool = True  # ppo
+    grpo_loss: Literal["token", "sequence"] = "token"  # DAPO per-token or GRPO per-sequence normalisation
+    scale_rewards: bool = True  # grpo: divide by the group's std (False: Dr. GRPO)
+
+
 class OutputConfig(Section):
     dir: str = "runs/latest"
 
@@ -143,6 +188,8 @@ class Config(Section):
     data: DataConfig
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    preference: PreferenceConfig = PreferenceConfig()  # recipe: rm, dpo
+    rl: RLConfig = RLConfig()  # recipe: ppo, grpo
     output: OutputConfig = OutputConfig()
 
     @field_validator("recipe")

@@ -82,10 +82,10 @@ def test_general_probe_records():
 
 def test_write_builtin_round_trips(tmp_path):
     paths = write_builtin("orgfacts", tmp_path / "out")
-    assert sorted(p.name for p in paths) == ["general.jsonl", "neighbours.jsonl", "test.jsonl", "train.jsonl", "val.jsonl"]
-    splits = build_splits()
+    assert sorted(p.name for p in paths) == ["general.jsonl", "neighbours.jsonl", "prefs_test.jsonl", "prefs_train.jsonl",
+                                             "prefs_val.jsonl", "test.jsonl", "train.jsonl", "val.jsonl"]
     for path in paths:
-        assert [public_fields(r) for r in load_records(str(path))] == splits[path.stem]
+        assert [public_fields(r) for r in load_records(str(path))] == BUILTINS[f"builtin:orgfacts/{path.stem}"]()
 
 
 def test_every_builtin_spec_loads_through_the_one_table():

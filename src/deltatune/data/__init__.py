@@ -9,6 +9,7 @@
 Modules: sources (files; `builtin:` specs looked up in deltatune.datasets.BUILTINS),
 formats (alpaca / messages / text, QA prompts), tokenize (chat template + masking +
 truncation), labels (IGNORE_INDEX), batching (length buckets, collate, teacher targets),
+preference (prompt / chosen / rejected pairs: layouts, tokenisation, pair batches),
 check (the `data check` report), cli (the `data` sub-commands).
 This package is the pipeline only: it runs no model and imports no model, generation, loss
 or eval code (only cli.py loads a tokenizer for `data check`). The generated datasets live
@@ -36,6 +37,8 @@ _EXPORTS = {
     "IGNORE_INDEX": "labels",
     "qa_prompt_messages": "formats",
     "check_data": "check",
+    "build_preference_dataset": "preference",
+    "collate_pairs": "preference",
 }
 
 __all__ = sorted(_EXPORTS)

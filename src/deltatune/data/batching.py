@@ -27,13 +27,19 @@ from deltatune.data.labels import IGNORE_INDEX
 CHUNK_BATCHES = 50  # batches per sort chunk: big enough to find neighbours, small enough to mix
 
 
+def example_length(example: dict) -> int:
+    """Tokens an example puts in a batch row: its `length` when it says (a preference pair: its
+    longer answer), else its `input_ids`."""
+    return int(example["length"]) if "length" in example else len(example["input_ids"])
+
+
 class BucketedBatches:
     """Deterministic, length-bucketed batches of example indices for each epoch."""
 
     def __init__(self, dataset: Sequence, batch_size: int, seed: int = 0, chunk_batches: int = CHUNK_BATCHES):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.lengths = [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+        self.lengths = [example_length(dataset[i]) for i in range(len(dataset))]
         self.batch_size = batch_size
         self.seed = seed
         self.chunk_batches = chunk_batches

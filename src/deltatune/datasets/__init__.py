@@ -10,7 +10,9 @@ it is the one place a built-in dataset is registered. Training and evaluation re
 `deltatune.data.load_records("builtin:...")`, which adds each record's `_origin`.
 
 Modules: orgfacts (the invented-company facts: train/val/test, the `general` forgetting probe,
-and the `neighbours` replay prompts), orgfacts_facts (its fact tables and question
+and the `neighbours` replay prompts), orgfacts_prefs (its questions as preference pairs
+`prefs_train/prefs_val/prefs_test`), arith (arithmetic word problems with integer answers
+for rule-rewarded RL), orgfacts_facts (its fact tables and question
 templates), orgfacts_neighbours (the question forms about real-world subjects),
 general_prompts (everyday instructions for self-distillation replay), general_probe (the
 robust forgetting probe `general/probe`, its candidate pool, and the held-out prompts
@@ -29,7 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from deltatune.atomic import write_jsonl_atomic
-from deltatune.datasets import families, general_probe, general_prompts, orgfacts
+from deltatune.datasets import arith, families, general_probe, general_prompts, orgfacts, orgfacts_prefs
 from deltatune.datasets.families import HELD_OUT_FAMILY, family_names
 from deltatune.errors import DeltatuneError
 
@@ -42,6 +44,13 @@ BUILTINS: dict[str, Callable[[], list[dict]]] = {
     "builtin:orgfacts/test": partial(orgfacts.split_records, "test"),
     "builtin:orgfacts/general": partial(orgfacts.split_records, "general"),
     "builtin:orgfacts/neighbours": partial(orgfacts.split_records, "neighbours"),
+    # preference pairs {prompt, chosen, rejected} over the train / val / test questions
+    "builtin:orgfacts/prefs_train": partial(orgfacts_prefs.preference_records, "prefs_train"),
+    "builtin:orgfacts/prefs_val": partial(orgfacts_prefs.preference_records, "prefs_val"),
+    "builtin:orgfacts/prefs_test": partial(orgfacts_prefs.preference_records, "prefs_test"),
+    # arithmetic word problems {prompt, answer} for rule-rewarded RL
+    "builtin:arith/train": partial(arith.split_records, "train"),
+    "builtin:arith/test": partial(arith.split_records, "test"),
     "builtin:general/prompts": general_prompts.prompt_records,
     # the forgetting probe: questions the base answers robustly (greedy and >= 9/10 sampled)
     "builtin:general/probe": general_probe.robust_probe_records,

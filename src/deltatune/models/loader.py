@@ -26,6 +26,8 @@ def resolve_model_path(name: str) -> str:
         return str(embedded_path(name))
     path = Path(name).expanduser()
     if path.is_dir():
+        if (path / "config.yaml").is_file() and not (path / "config.json").is_file():
+            return str(path.resolve())  # a deltatune run dir: loads as its base + adapter, merged
         if not (path / "config.json").is_file():
             raise DeltatuneError(f"model folder {path} has no config.json: is it a Hugging Face model folder?")
         return str(path)
@@ -42,6 +44,13 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     """The model's tokenizer with a pad token guaranteed (falls back to EOS)."""
     from transformers import AutoTokenizer
 
+    from deltatune.models.runs import is_run_dir
+
+    if is_run_dir(name_or_path):  # a run dir: its base model's tokenizer
+        from deltatune.config import load_run_config
+
+        name_or_path = load_run_config(name_or_path).model.name
+        return load_tokenizer(name_or_path, trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -53,6 +62,11 @@ def load_causal_lm(model_cfg, device: str | torch.device | None = None, dtype: s
     `model.device`) in `dtype` (default: the config's `model.dtype`)."""
     from transformers import AutoModelForCausalLM
 
+    from deltatune.models.runs import is_run_dir, load_run_as_base
+
+    if is_run_dir(model_cfg.name):  # continue from a finished run (e.g. DPO after SFT)
+        return load_run_as_base(model_cfg.name, device if device is not None else model_cfg.device,
+                                dtype or model_cfg.dtype)
     path = resolve_model_path(model_cfg.name)
     device = resolve_device(device if device is not None else model_cfg.device)
     try:

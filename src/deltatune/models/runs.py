@@ -55,6 +55,26 @@ def load_target(target: str, device: str | None = None, with_adapter: bool = Tru
     return Loaded(model, tokenizer, None, resolve_model_path(target), Path(target).name or target)
 
 
+def load_run_as_base(run_dir: str | Path, device, dtype: str):
+    """(model, tokenizer): a finished run's base with its adapter merged in — a plain model that a
+    new run (DPO, PPO after SFT) trains a fresh method on, and whose switched-off state is the
+    SFT model. The run's own base may itself be a run dir (stages chain)."""
+    from deltatune.config import load_run_config
+    from deltatune.methods.core import merge_and_unload
+    from deltatune.models.loader import load_causal_lm
+
+    cfg = load_run_config(run_dir)
+    check_adapter(run_dir, cfg)
+    model, tokenizer = load_causal_lm(cfg.model, device=device, dtype=dtype)
+    apply_run_adapter(model, run_dir)
+    try:
+        merge_and_unload(model)
+    except DeltatuneError as err:
+        raise DeltatuneError(f"model.name {run_dir}: cannot continue from this run: {err}") from None
+    model.requires_grad_(True)  # a plain model again; apply_method freezes what it must
+    return model.eval(), tokenizer
+
+
 def check_adapter(run_dir: str | Path, cfg=None) -> Path:
     """The run's adapter folder, or a DeltatuneError saying the run has not finished."""
     adapter_dir = Path(run_dir) / "adapter"

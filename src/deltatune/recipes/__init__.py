@@ -9,4 +9,8 @@ module the config names. A new stage is one recipe file + one row here.
 RECIPES: dict[str, str] = {
     "sft": "deltatune.recipes.sft",  # supervised (instruction) fine-tuning
     "pt": "deltatune.recipes.pt",  # continued pre-training on raw text
+    "rm": "deltatune.recipes.rm",  # reward model: scalar head, Bradley-Terry on ranked pairs
+    "dpo": "deltatune.recipes.dpo",  # preference optimisation: DPO, IPO, hinge, SimPO, ORPO
+    "ppo": "deltatune.recipes.ppo",  # RLHF: rollouts, reward, KL-shaped GAE, clipped PPO updates
+    "grpo": "deltatune.recipes.grpo",  # group-relative policy optimisation, no value model
 }

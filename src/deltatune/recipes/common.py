@@ -1,4 +1,4 @@
-"""Setup and wrap-up steps shared by the `sft` and `pt` recipes (the loop is training/loop.py).
+"""Setup and wrap-up steps shared by the recipes (the loop is training/loop.py).
 
 Each recipe reads top to bottom as: seed -> load model -> load data (before anything is
 written) -> run dir -> [measure base] -> apply method -> train -> save adapter -> evaluate.
@@ -40,6 +40,14 @@ def load_for_training(cfg):
     check_training_precision(cfg.model.dtype, device)
     method = get_method(cfg.method)
     dtype = storage_dtype(cfg.model.dtype, method.trains_base_weights)
+    from deltatune.models.runs import is_run_dir
+
+    if method.load_base is not None and is_run_dir(cfg.model.name):
+        from deltatune.errors import DeltatuneError
+
+        raise DeltatuneError(f"model.name {cfg.model.name} is a run dir, which method.name={method.name!r} cannot "
+                             f"load (it quantises the base as it loads): merge that run first (deltatune merge "
+                             f"{cfg.model.name} --out DIR) and point model.name at DIR")
     if method.load_base is not None:  # a method may need its base loaded its own way (quantised)
         model, tokenizer = method.load_base(cfg.model, device=device, dtype=dtype, method_cfg=cfg.method)
     else:
@@ -56,6 +64,25 @@ def measure_base(model, measure):
 
     with torch.random.fork_rng(), switched_off(model):
         return measure()
+
+
+def evaluate_model(model, tokenizer, cfg, splits: dict[str, str]) -> dict:
+    """{split: {metric: value}} from the eval runner (val loss, test accuracy, probe, KL)."""
+    from deltatune.eval.runner import evaluate
+
+    return evaluate(model, tokenizer, cfg.data, cfg.eval, splits)
+
+
+def measure_before(model, tokenizer, cfg, splits: dict[str, str]) -> dict:
+    """The base model's numbers (method switched off), from the cache when nothing they depend
+    on changed (deltatune.eval.base_cache): the same every run, and minutes to compute."""
+    from deltatune.eval.base_cache import base_eval_key, cached_base_eval
+    from deltatune.methods.core import switched_off
+
+    say("measuring the base model ...")
+    with switched_off(model):
+        key = base_eval_key(model, tokenizer, cfg.data, cfg.eval, splits)
+    return cached_base_eval(key, lambda: measure_base(model, lambda: evaluate_model(model, tokenizer, cfg, splits)))
 
 
 def describe_dataset(name: str, dataset) -> None:

@@ -30,7 +30,7 @@ from deltatune.errors import DeltatuneError
 from deltatune.eval.measures import forgetting_measures
 from deltatune.eval.verdict import learning_verdict, print_verdict
 from deltatune.eval.report import write_eval_json
-from deltatune.methods.core import apply_method, save_adapter, switched_off
+from deltatune.methods.core import apply_method, save_adapter
 from deltatune.recipes import common
 from deltatune.training.budget import validation_batch_size
 from deltatune.training.loop import train
@@ -130,24 +130,6 @@ def evaluation_splits(cfg, run_dir: Path) -> dict[str, str]:
     return splits
 
 
-def evaluate_model(model, tokenizer, cfg, splits: dict[str, str]) -> dict:
-    """{split: {metric: value}} from the eval runner (val loss, test accuracy, probe, KL)."""
-    from deltatune.eval.runner import evaluate
-
-    return evaluate(model, tokenizer, cfg.data, cfg.eval, splits)
-
-
-def measure_before(model, tokenizer, cfg, splits: dict[str, str]) -> dict:
-    """The base model's numbers (method switched off), from the cache when nothing they depend
-    on changed (deltatune.eval.base_cache): the same every run, and minutes to compute."""
-    from deltatune.eval.base_cache import base_eval_key, cached_base_eval
-
-    say("measuring the base model ...")
-    with switched_off(model):
-        key = base_eval_key(model, tokenizer, cfg.data, cfg.eval, splits)
-    return cached_base_eval(key, lambda: common.measure_base(model, lambda: evaluate_model(model, tokenizer, cfg, splits)))
-
-
 def base_val_loss(model, val_set, cfg, tokenizer) -> float:
     from deltatune.training.validator import validation_loss
 
@@ -174,7 +156,7 @@ def run(cfg, resume: bool = False) -> Path:
     resume_from = common.resume_point(run_dir, resume)
     before = common.read_before(run_dir) if resume_from else None
     if cfg.eval.before_after and before is None:
-        before = measure_before(model, tokenizer, cfg, splits)
+        before = common.measure_before(model, tokenizer, cfg, splits)
         write_eval_json(run_dir / "eval.json", {"before": before})  # kept across --resume
     elif before is None and data.val is not None:  # the verdict still needs the base's val loss
         before = {"val": {"loss": common.measure_base(model, lambda: base_val_loss(model, data.val, cfg, tokenizer))}}
@@ -183,7 +165,7 @@ def run(cfg, resume: bool = False) -> Path:
 
     save_adapter(model, cfg.method, run_dir / "adapter", common.base_model_path(cfg))
     say("evaluating the tuned model ...")
-    after = evaluate_model(model, tokenizer, cfg, splits)
+    after = common.evaluate_model(model, tokenizer, cfg, splits)
     learning = learning_verdict(before, after, data.notes.get("validation"))
     extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
              "restored_best_step": result.restored_step, "resources": result.resources,

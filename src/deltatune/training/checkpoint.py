@@ -52,6 +52,7 @@ class TrainState:
     batch_index: int = 0  # ... and index into that epoch's batch order
     best_val_loss: float | None = None
     bad_evals: int = 0  # consecutive validations without improvement (early stopping)
+    extra: dict = dataclasses.field(default_factory=dict)  # a recipe's own JSON state (RL: the KL coefficient)
 
 
 def state_tensors(installed) -> dict[str, torch.Tensor]:

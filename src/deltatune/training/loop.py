@@ -14,7 +14,8 @@ needs to replay the same data. The blocks:
     checkpoint.py                atomic `step-N` folders with the method's state (buffers too)
     MetricsLog, progress bar     metrics.jsonl rows and a bar with loss, lr, tokens/s, ETA
 
-`loss_fn` is the recipe's (the LM loss by default); `installed` is the method on the model.
+`objective` is the recipe's (deltatune.training.objective: loss, its unit, collation, the
+validation number; the LM loss by default); `installed` is the method on the model.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from pathlib import Path
 
 from deltatune.data import BucketedBatches, collate
 from deltatune.errors import DeltatuneError
-from deltatune.losses.lm import model_lm_loss
 from deltatune.training.budget import Budget, plan_budget, resolved_train_config, train_batch_size
 from deltatune.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from deltatune.training.metrics import MetricsLog
+from deltatune.training.objective import LM_OBJECTIVE, Objective
 from deltatune.training.progress import progress_bar, say, show
 from deltatune.training.resources import Throughput, resources
 from deltatune.training.step import NonFinite, OptimiserStep
@@ -53,12 +54,12 @@ def user_examples(train_set) -> int:
     return len(train_set) - int((getattr(train_set, "stats", None) or {}).get("replay", 0))
 
 
-def micro_batches(sampler: BucketedBatches, dataset, pad_id: int, epoch: int, index: int):
+def micro_batches(sampler: BucketedBatches, dataset, pad_id: int, epoch: int, index: int, collate_fn=collate):
     """Yield (next_epoch, next_index, batch) forever, starting at (epoch, index)."""
     while True:
         order = sampler.batches(epoch)
         for i in range(index, len(order)):
-            batch = collate([dataset[j] for j in order[i]], pad_id)
+            batch = collate_fn([dataset[j] for j in order[i]], pad_id)
             nxt = (epoch, i + 1) if i + 1 < len(order) else (epoch + 1, 0)
             yield nxt[0], nxt[1], batch
         epoch, index = epoch + 1, 0
@@ -92,7 +93,7 @@ def _resume(path, installed, stepper: OptimiserStep, train_cfg, log: MetricsLog)
 
 
 def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resume_from=None, desc="train",
-          loss_fn=model_lm_loss) -> TrainResult:
+          objective: Objective = LM_OBJECTIVE) -> TrainResult:
     """Run the optimisation described by `cfg.train`; checkpoints and metrics go to `run_dir`."""
     run_dir = Path(run_dir)
     n_user = user_examples(train_set)
@@ -105,15 +106,15 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
         f"{budget.rule}")
     log = MetricsLog(run_dir / "metrics.jsonl")
     if resume_from is None and installed.hooks.prepare is not None:  # resumed: the checkpoint has it
-        summary = installed.hooks.prepare(b for _, _, b in micro_batches(sampler, train_set, pad_id, 0, 0))
+        summary = installed.hooks.prepare(b for _, _, b in micro_batches(sampler, train_set, pad_id, 0, 0, objective.collate))
         say(f"method prepared on the training data: {summary}")
         log.write("prepare", step=0, **(summary or {}))
-    stepper = OptimiserStep(model, installed, tc, total_steps, loss_fn)
-    validator = Validator(model, val_set, installed, run_dir, tc, pad_id, cfg.model.dtype, log)
+    stepper = OptimiserStep(model, installed, tc, total_steps, objective.loss_fn, objective.units)
+    validator = Validator(model, val_set, installed, run_dir, tc, pad_id, cfg.model.dtype, log, objective)
     state = _resume(resume_from, installed, stepper, tc, log) if resume_from is not None else TrainState()
     if resume_from is None:
         log.write("budget", step=0, **budget.as_dict())
-    stream = micro_batches(sampler, train_set, pad_id, state.epoch, state.batch_index)
+    stream = micro_batches(sampler, train_set, pad_id, state.epoch, state.batch_index, objective.collate)
     model.train()
     bar = progress_bar(total_steps, initial=state.step, desc=desc)
     stop_reason = "completed"

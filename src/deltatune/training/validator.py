@@ -5,7 +5,8 @@ the best weights kept on disk, and putting them back at the end.
     stop = validator.validate(state)             # after an optimiser step: True -> stop early
     restored = validator.restore_best(state, last_val)   # {"step", "val_loss"} or None
 
-The loss is `deltatune.eval.perplexity.mean_token_loss` — the evaluator's token-weighted loss,
+The loss is the recipe objective's `val_loss` (deltatune.training.objective); by default
+`deltatune.eval.perplexity.mean_token_loss` — the evaluator's token-weighted loss,
 run in eval mode (no dropout) under the same autocast as training — so the number logged here
 is the number `deltatune eval` reports.
 """
@@ -39,9 +40,11 @@ def record_val(state: TrainState, val: float, patience: int | None) -> bool:
 class Validator:
     """Held-out loss, early stopping and best-weights bookkeeping for one run (see module docstring)."""
 
-    def __init__(self, model, val_set, installed, run_dir: Path, train_cfg, pad_id: int, dtype: str, log: MetricsLog):
+    def __init__(self, model, val_set, installed, run_dir: Path, train_cfg, pad_id: int, dtype: str, log: MetricsLog,
+                 objective=None):
         self.model, self.val_set, self.installed = model, val_set, installed
         self.run_dir, self.cfg, self.pad_id, self.dtype, self.log = Path(run_dir), train_cfg, pad_id, dtype, log
+        self.objective = objective  # None: the LM loss (deltatune.training.objective)
         self.last: tuple[int, float] | None = None  # (step, val loss) of the latest validation
 
     def due(self, step: int) -> bool:
@@ -49,7 +52,7 @@ class Validator:
 
     def validate(self, state: TrainState) -> bool:
         """Measure, log, keep the weights when best; True when early stopping says stop."""
-        val = validation_loss(self.model, self.val_set, self.cfg.batch_size, self.pad_id, self.dtype)
+        val = self._measure()
         self.last = (state.step, val)
         stop = record_val(state, val, self.cfg.early_stopping_patience)
         if self.cfg.restore_best and state.bad_evals == 0:  # a new best
@@ -64,10 +67,16 @@ class Validator:
             return None
         if self.last is not None and self.last[0] == state.step:
             return self.last[1]
-        val = validation_loss(self.model, self.val_set, self.cfg.batch_size, self.pad_id, self.dtype)
+        val = self._measure()
         record_val(state, val, None)
         self.log.write("val", step=state.step, val_loss=val, best_val_loss=state.best_val_loss)
         return val
+
+    def _measure(self) -> float:
+        if self.objective is None:
+            return validation_loss(self.model, self.val_set, self.cfg.batch_size, self.pad_id, self.dtype)
+        return self.objective.val_loss(self.model, self.val_set, self.objective, self.cfg.batch_size, self.pad_id,
+                                       self.dtype)
 
     def restore_best(self, state: TrainState, last_val: float | None) -> dict | None:
         """Put back the lowest-val-loss weights when they beat the last ones (call after the

@@ -1,0 +1,126 @@
+"""Scalar heads on a causal LM (reward model, PPO's value function) that train beside the method.
+
+    head = attach_scalar_head(model, "reward_head", seed=0)     # nn.Linear(hidden, 1) on the model
+    installed = WithHeads(installed, {"reward_head": head})     # trains, checkpoints, resumes with it
+    scores = last_token_scores(model, head, input_ids, attention_mask)      # (B,) fp32
+    values = token_values(model, head, input_ids, attention_mask)           # (B, T) fp32
+    save_head(head, run_dir / "reward_head.safetensors"); load_head(model, path, "reward_head")
+
+The head is an attribute of the model, so the default optimiser (every parameter with
+requires_grad) picks it up; `WithHeads` adds its tensors to the method's `state()` and
+`trainable()`, so checkpoints, resume, best-weight restore and gradient clipping cover it with
+no change to the loop. A method's own parameter groups (LoRA+) get one more group for the head.
+Switching the method off (reference forwards) leaves the head alone: it is not the method's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from deltatune.atomic import write_text_atomic
+from deltatune.errors import DeltatuneError
+from deltatune.forward import decoder_hidden
+
+
+def hidden_size(model) -> int:
+    return int(model.get_output_embeddings().in_features)
+
+
+def attach_scalar_head(model, name: str, seed: int = 0) -> nn.Linear:
+    """A fresh fp32 `nn.Linear(hidden, 1)` as `model.<name>`, trainable, on the model's device.
+
+    Initialised N(0, 1/(hidden+1)) (the scale InstructGPT's reward model used), seeded on its
+    own so the head is the same whatever else drew random numbers."""
+    size = hidden_size(model)
+    head = nn.Linear(size, 1)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(1, size, generator=gen) / (size + 1) ** 0.5)
+        head.bias.zero_()
+    head.to(next(model.parameters()).device).requires_grad_(True)
+    setattr(model, name, head)
+    return head
+
+
+def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each right-padded row's last real token."""
+    return attention_mask.long().sum(dim=1).clamp(min=1) - 1
+
+
+def last_token_scores(model, head: nn.Linear, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) the head on each row's last real token's final hidden state (fp32)."""
+    hidden, _ = decoder_hidden(model, input_ids, attention_mask)  # (B, T, H)
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    last = hidden[rows, last_positions(attention_mask).to(hidden.device)]  # (B, H)
+    return head(last.float()).squeeze(-1)
+
+
+def token_values(model, head: nn.Linear, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) the head at every position: V(s_t) for PPO's value function."""
+    hidden, _ = decoder_hidden(model, input_ids, attention_mask)
+    return head(hidden.float()).squeeze(-1)
+
+
+@dataclasses.dataclass
+class WithHeads:
+    """An `Installed` (deltatune.methods.protocol) plus scalar heads that train with it."""
+
+    inner: object
+    heads: dict[str, nn.Module]
+
+    def __post_init__(self):
+        inner_groups = self.inner.hooks.param_groups
+        head_params = [p for head in self.heads.values() for p in head.parameters()]
+        groups = None if inner_groups is None else (lambda cfg: [*inner_groups(cfg), {"params": head_params}])
+        self.hooks = dataclasses.replace(self.inner.hooks, param_groups=groups)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        own = {f"{name}.{k}": v.detach() for name, head in self.heads.items() for k, v in head.state_dict().items()}
+        return {**self.inner.state(), **own}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        prefixes = tuple(f"{name}." for name in self.heads)
+        self.inner.load_state({k: v for k, v in tensors.items() if not k.startswith(prefixes)}, where)
+        for name, head in self.heads.items():
+            own = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(f"{name}.")}
+            if set(own) != set(head.state_dict()):
+                raise DeltatuneError(f"{where}: the saved state has no complete '{name}' (got {sorted(own)})")
+            head.load_state_dict(own)
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [*self.inner.trainable(), *(p for head in self.heads.values() for p in head.parameters())]
+
+    def __getattr__(self, name):  # detach / attach / merge ...: the method's own
+        if name == "inner":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def save_head(head: nn.Linear, path: Path, kind: str) -> None:
+    """The head's weights (safetensors) and a small JSON saying what it is, both atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    write_text_atomic(path.with_suffix(".json"), json.dumps({"kind": kind, "hidden_size": head.in_features}) + "\n")
+
+
+def load_head(model, path: Path, name: str) -> nn.Linear:
+    """Attach the head saved at `path` to `model` as `model.<name>` (frozen, eval)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeltatuneError(f"{path} is missing: this run has no trained {name}")
+    tensors = load_file(str(path))
+    if tensors["weight"].shape[1] != hidden_size(model):
+        raise DeltatuneError(f"{path}: head of width {tensors['weight'].shape[1]} does not fit a model of hidden "
+                             f"size {hidden_size(model)}")
+    head = attach_scalar_head(model, name)
+    head.load_state_dict(tensors)
+    head.requires_grad_(False)
+    return head

@@ -1,0 +1,88 @@
+"""`recipe: ppo` and `recipe: grpo` on the tiny Llama with a toy rule reward: the reward rises,
+the per-iteration metrics and plot are written, resume reproduces the uninterrupted run, a bad
+reward fails before sampling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deltatune.errors import DeltatuneError
+from deltatune.recipes import grpo, ppo
+
+RL = {"reward": "python:rl_toy_rewards:says_red", "prompts_per_step": 4, "num_samples": 4,
+      "max_new_tokens": 8, "kl_coef": 0.01}
+
+
+@pytest.fixture
+def sft_start(pref_cfg, tmp_path):
+    """A tiny model that SFT taught to answer "... is red." or "... is blue." about half and half:
+    a random model's near-uniform replies give RL no signal, this one gives a clear one."""
+    from deltatune.recipes import sft
+
+    names = ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jo", "Kai", "Lu"]
+    rows = [{"instruction": f"What colour is {n}'s door?", "output": f"{n}'s door is {c}."}
+            for n in names for c in ("red", "blue")]
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = pref_cfg("sft", run="sft", method={"name": "full"}, train={"max_steps": 40, "lr": 1e-2},
+                   data={"train": str(path), "val": None})
+    return str(sft.run(cfg))
+
+
+def _rl_rows(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("event") == "rl"]
+
+
+def _cfg(pref_cfg, recipe, start, run="run", steps=12, **rl):
+    cfg = pref_cfg(recipe, run=run, train={"max_steps": steps, "lr": 5e-3, "batch_size": 8},
+                   rl={**RL, **rl}, data={"val": None})
+    cfg.model.name = start
+    return cfg
+
+
+@pytest.mark.parametrize("recipe, extra", [(grpo, {}), (grpo, {"grpo_loss": "sequence"}), (ppo, {})])
+def test_rl_raises_the_reward_and_logs_every_iteration(pref_cfg, sft_start, recipe, extra):
+    run_dir = recipe.run(_cfg(pref_cfg, recipe.__name__.rsplit(".", 1)[-1], sft_start, **extra))
+    rows = _rl_rows(run_dir)
+    assert len(rows) == 12
+    first, last = sum(r["reward_mean"] for r in rows[:3]) / 3, sum(r["reward_mean"] for r in rows[-3:]) / 3
+    assert last > first + 0.2, ([round(r["reward_mean"], 3) for r in rows], [r["kl"] for r in rows])
+    for key in ("kl", "entropy", "clip_fraction", "response_length"):
+        assert all(key in r for r in rows)
+    assert (run_dir / "rl.png").is_file() and (run_dir / "adapter").is_dir()
+
+
+def test_ppo_logs_value_loss_and_saves_its_value_head(pref_cfg, tiny_llama_dir):
+    run_dir = ppo.run(_cfg(pref_cfg, "ppo", str(tiny_llama_dir), steps=2))
+    assert all("value_loss" in r for r in _rl_rows(run_dir))
+    assert (run_dir / "value_head.safetensors").is_file()
+
+
+@pytest.mark.parametrize("recipe", [grpo, ppo])
+def test_rl_resume_reproduces_the_uninterrupted_run(pref_cfg, tiny_llama_dir, recipe):
+    name, start = recipe.__name__.rsplit(".", 1)[-1], str(tiny_llama_dir)
+    whole = recipe.run(_cfg(pref_cfg, name, start, run="whole", steps=4))
+    part = _cfg(pref_cfg, name, start, run="part", steps=2)
+    part.train.save_every = 2
+    recipe.run(part)
+    rest = _cfg(pref_cfg, name, start, run="part", steps=4)
+    resumed = recipe.run(rest, resume=True)
+    keys = ("reward_mean", "kl", "loss")
+    got = [r[k] for r in _rl_rows(resumed) for k in keys]
+    want = [r[k] for r in _rl_rows(whole) for k in keys]
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+def test_a_reward_that_is_not_a_reward_model_fails_before_sampling(pref_cfg, tiny_llama_dir, tmp_path):
+    from deltatune.recipes import dpo
+
+    not_rm = dpo.run(pref_cfg("dpo", run="dpo", train={"max_steps": 1}))
+    start = str(tiny_llama_dir)
+    with pytest.raises(DeltatuneError, match="not a trained reward model"):
+        grpo.run(_cfg(pref_cfg, "grpo", start, run="bad", reward=str(not_rm)))
+    assert not (tmp_path / "bad").exists()  # nothing written
+    with pytest.raises(DeltatuneError, match="cannot import"):
+        grpo.run(_cfg(pref_cfg, "grpo", start, run="bad2", reward="python:no_such_module:f"))
