@@ -18,6 +18,17 @@ from deltatune.training.checkpoint import latest_checkpoint
 from deltatune.training.progress import say
 
 
+HELDOUT_VAL = "val_heldout.jsonl"  # the validation rows carved from data.train, kept in the run dir
+
+
+def training_summary(result, trainable: int, total: int) -> dict:
+    """What every recipe's eval.json says about the loop: steps, why it stopped, the final val
+    loss, the restored best step, resources, parameter counts and the resolved budget."""
+    return {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
+            "restored_best_step": result.restored_step, "resources": result.resources,
+            "parameters": {"trainable": trainable, "total": total}, "budget": result.budget.as_dict()}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -35,7 +35,6 @@ from deltatune.training.progress import say
 from deltatune.training.reference import Reference
 from deltatune.training.rundir import prepare_run_dir
 
-HELDOUT_VAL = "val_heldout.jsonl"
 
 
 def general_splits(cfg) -> dict[str, str]:
@@ -79,7 +78,7 @@ def run(cfg, resume: bool = False) -> Path:
     installed = apply_method(model, cfg.method, tokenizer=tokenizer)
     run_dir = prepare_run_dir(cfg, resume)
     if splits.val_records:
-        write_jsonl_atomic(run_dir / HELDOUT_VAL, splits.val_records)
+        write_jsonl_atomic(run_dir / common.HELDOUT_VAL, splits.val_records)
     resume_from = common.resume_point(run_dir, resume)
     reference = _reference(model, cfg, splits, tokenizer.pad_token_id)
     before = common.read_before(run_dir) if resume_from else None
@@ -94,10 +93,8 @@ def run(cfg, resume: bool = False) -> Path:
     save_adapter(model, cfg.method, run_dir / "adapter", common.base_model_path(cfg))
     say("evaluating the tuned model ...")
     after = _measure(model, tokenizer, splits, cfg, reference)
-    extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
-             "restored_best_step": result.restored_step, "resources": result.resources,
-             "parameters": {"trainable": trainable, "total": total}, "budget": result.budget.as_dict(),
-             "data": splits.notes, "preference": cfg.preference.model_dump(),
+    extra = {**common.training_summary(result, trainable, total), "data": splits.notes,
+             "preference": cfg.preference.model_dump(),
              "forgetting": forgetting_measures(before, after) if before else None}
     common.finish_report(run_dir, before, after, extra, model)
     return run_dir

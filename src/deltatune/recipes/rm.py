@@ -29,7 +29,6 @@ from deltatune.training.loop import train
 from deltatune.training.progress import say
 from deltatune.training.rundir import prepare_run_dir
 
-HELDOUT_VAL = "val_heldout.jsonl"
 
 
 def _measure(model, head, splits, cfg, pad_id) -> dict:
@@ -53,7 +52,7 @@ def run(cfg, resume: bool = False) -> Path:
 
     run_dir = prepare_run_dir(cfg, resume)
     if splits.val_records:
-        write_jsonl_atomic(run_dir / HELDOUT_VAL, splits.val_records)
+        write_jsonl_atomic(run_dir / common.HELDOUT_VAL, splits.val_records)
     resume_from = common.resume_point(run_dir, resume)
     pad_id = tokenizer.pad_token_id
     before = common.read_before(run_dir) if resume_from else None
@@ -68,9 +67,6 @@ def run(cfg, resume: bool = False) -> Path:
     save_head(head, run_dir / HEAD_FILE, kind="reward")
     say("evaluating the reward model ...")
     after = _measure(model, head, splits, cfg, pad_id)
-    extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
-             "restored_best_step": result.restored_step, "resources": result.resources,
-             "parameters": {"trainable": trainable, "total": total}, "budget": result.budget.as_dict(),
-             "data": splits.notes}
+    extra = {**common.training_summary(result, trainable, total), "data": splits.notes}
     common.finish_report(run_dir, before, after, extra, model)
     return run_dir

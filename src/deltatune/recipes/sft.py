@@ -37,7 +37,7 @@ from deltatune.training.loop import train
 from deltatune.training.progress import say
 from deltatune.training.rundir import prepare_run_dir
 
-HELDOUT_VAL = "val_heldout.jsonl"  # the carved validation records, in the run dir
+HELDOUT_VAL = common.HELDOUT_VAL  # the carved validation records, in the run dir
 
 
 @dataclasses.dataclass
@@ -167,10 +167,8 @@ def run(cfg, resume: bool = False) -> Path:
     say("evaluating the tuned model ...")
     after = common.evaluate_model(model, tokenizer, cfg, splits)
     learning = learning_verdict(before, after, data.notes.get("validation"))
-    extra = {"steps": result.state.step, "stop_reason": result.stop_reason, "final_val_loss": result.val_loss,
-             "restored_best_step": result.restored_step, "resources": result.resources,
-             "parameters": {"trainable": trainable, "total": total}, "budget": result.budget.as_dict(),
-             "data": data.notes, "learning": learning, "forgetting": forgetting_measures(before, after)}
+    extra = {**common.training_summary(result, trainable, total), "data": data.notes, "learning": learning,
+             "forgetting": forgetting_measures(before, after)}
     common.finish_report(run_dir, before, after, extra, model)
     print_verdict(learning)
     return run_dir
