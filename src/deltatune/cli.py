@@ -8,6 +8,8 @@
     deltatune methods [NAME]                      the fine-tuning methods and their keys
     deltatune score RM_RUN "prompt" "answer"      the reward a trained reward model gives
     deltatune label PROMPTS --model M --judge J --out prefs.jsonl   preference pairs from a judge (RLAIF)
+    deltatune estimate CONFIG [k=v ...] [--memory 8GiB] [--json]   peak memory and step time, before loading
+    deltatune bench [--workload lora-sft|full-sft|qlora-sft|dpo] [--steps N] [--json]   vs transformers+peft and TRL
 
 Each package owns its sub-commands in a `cli.py` with `register(subparsers)`; this file only
 assembles them and turns `DeltatuneError` into a clean message and exit code 2.
@@ -31,6 +33,8 @@ COMMAND_MODULES = [
     "deltatune.serve.cli",
     "deltatune.rlaif.cli",
     "deltatune.preference.cli",
+    "deltatune.bench.cli",
+    "deltatune.estimate.cli",
 ]
 
 

@@ -117,6 +117,22 @@ class TrainConfig(Section):
     lr_ratio_b: float | None = Field(None, gt=0)
     log_every: int = Field(1, ge=1)
     num_threads: int | None = Field(None, ge=1)  # torch threads; None = all cores
+    # under torchrun: ddp = data parallel (gradients all-reduced, weights replicated)
+    distributed: Literal["ddp"] = "ddp"
+    distributed_timeout_min: int = Field(60, ge=1)  # collectives wait this long (rank 0 evaluates alone)
+    # work-cutting options (deltatune.training.speed), same loss and gradients; all off by default.
+    # a micro-batch as one row of its examples' real tokens (no padding), attention kept per example
+    packing: bool = False
+    # cross-entropy over the labelled positions N at a time, logits recomputed in backward (no
+    # tokens x vocab tensor for the whole batch); None: all at once
+    ce_chunk_tokens: int | None = Field(None, ge=1)
+    # recompute each decoder layer's activations in backward: less memory, about one more forward
+    gradient_checkpointing: bool = False
+    # torch.compile the decoder layers (compile time in the `speed` metrics row); eager if it fails
+    compile: bool = False
+    # the tokens every row of a micro-batch starts with (a chat template's system prompt) run once
+    # per batch, their keys/values shared by the rows (deltatune.shared_prefix); LM loss only
+    shared_prefix: bool = False
 
 
 class EvalConfig(Section):

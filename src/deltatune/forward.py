@@ -35,14 +35,23 @@ def output_head(model):
 
 
 def decoder_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   position_ids: torch.Tensor | None = None, cache=None, use_cache: bool = False):
+                   position_ids: torch.Tensor | None = None, cache=None, use_cache: bool = False,
+                   segments: torch.Tensor | None = None):
     """(last hidden states (B, T, H) aligned with `input_ids`, the KV cache or None).
 
-    `cache` continues a previous call (cached decoding); `use_cache=True` starts one."""
+    `cache` continues a previous call (cached decoding); `use_cache=True` starts one.
+    `segments`: a packed row's (S + 1,) example boundaries (`deltatune.data.packing`; needs its
+    restarting `position_ids`): no 2D mask is passed, and the boundaries go to the attention as
+    `cu_seq_lens_q` / `cu_seq_lens_k` (`deltatune.training.segment_attention` runs attention per
+    example; transformers' own SDPA / eager attention find the examples from the position ids)."""
     decoder = model.get_decoder()
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": use_cache}
     if position_ids is not None:
         kwargs["position_ids"] = position_ids
+    if segments is not None:
+        if position_ids is None:
+            raise ValueError("a packed row (segments) needs its per-example position_ids")
+        kwargs.update(attention_mask=None, cu_seq_lens_q=segments, cu_seq_lens_k=segments)
     if cache is not None or use_cache:
         kwargs[_cache_kwarg(decoder)] = cache
     out = decoder(**kwargs)

@@ -31,5 +31,22 @@ def _train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     recipe = importlib.import_module(RECIPES[cfg.recipe])
+    _print_estimate(cfg)
     recipe.run(cfg, resume=args.resume)
     return 0
+
+
+def _print_estimate(cfg) -> None:
+    """The run's predicted peak memory and step time in one line (deltatune.estimate), on rank 0
+    only; a failing estimate prints a note and never stops the training."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    try:
+        from deltatune.estimate import estimate_run
+
+        print(estimate_run(cfg).summary_line(), flush=True)
+    except Exception as err:  # noqa: BLE001 - the estimate is advice; training goes on without it
+        print(f"estimate: skipped ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})",
+              flush=True)

@@ -35,9 +35,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_threads(train_cfg) -> None:
-    if train_cfg.num_threads:
-        torch.set_num_threads(train_cfg.num_threads)
+def setup_process(cfg):
+    """Torch's thread count, and this process's place in a torchrun launch (deltatune.training.
+    distributed: world 1 when run directly). Returns the process group."""
+    from deltatune.training import distributed
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    return distributed.join(cfg.train, cfg.model.device)
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a single process): the one that measures, evaluates and writes reports."""
+    from deltatune.training import distributed
+
+    return distributed.current().is_main
 
 
 def load_for_training(cfg):

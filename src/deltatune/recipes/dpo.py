@@ -69,18 +69,22 @@ def _reference(model, cfg, splits, pad_id) -> Reference | None:
 def run(cfg, resume: bool = False) -> Path:
     """Preference-tune `cfg.model` on `cfg.data`'s pairs; returns the run dir."""
     common.seed_everything(cfg.train.seed)
-    common.setup_threads(cfg.train)
-    model, tokenizer = common.load_for_training(cfg)
+    group = common.setup_process(cfg)
+    model, tokenizer = group.main_first(lambda: common.load_for_training(cfg))
     splits = load_pair_splits(cfg, tokenizer)
     common.describe_dataset("train pairs", splits.train)
 
     common.seed_everything(cfg.train.seed)
     installed = apply_method(model, cfg.method, tokenizer=tokenizer)
     run_dir = prepare_run_dir(cfg, resume)
-    if splits.val_records:
-        write_jsonl_atomic(run_dir / common.HELDOUT_VAL, splits.val_records)
     resume_from = common.resume_point(run_dir, resume)
     reference = _reference(model, cfg, splits, tokenizer.pad_token_id)
+    if not group.is_main:  # the other processes of a torchrun launch only train; rank 0 writes
+        train(model, installed, splits.train, splits.val, cfg, run_dir, tokenizer.pad_token_id, resume_from,
+              objective=dpo_objective(cfg.preference, reference))
+        return run_dir
+    if splits.val_records:
+        write_jsonl_atomic(run_dir / common.HELDOUT_VAL, splits.val_records)
     before = common.read_before(run_dir) if resume_from else None
     if cfg.eval.before_after and before is None:
         say("measuring the base model ...")

@@ -41,8 +41,8 @@ def _loss_report(model, val_set, cfg, pad_id) -> dict:
 def run(cfg, resume: bool = False) -> Path:
     """Continue pre-training `cfg.model` on the raw text of `cfg.data`; returns the run dir."""
     common.seed_everything(cfg.train.seed)
-    common.setup_threads(cfg.train)
-    model, tokenizer = common.load_for_training(cfg)
+    group = common.setup_process(cfg)
+    model, tokenizer = group.main_first(lambda: common.load_for_training(cfg))
     train_set, val_set = load_datasets(cfg, tokenizer)
     common.describe_dataset("train", train_set)
 
@@ -53,6 +53,9 @@ def run(cfg, resume: bool = False) -> Path:
 
     run_dir = prepare_run_dir(cfg, resume)
     resume_from = common.resume_point(run_dir, resume)
+    if not group.is_main:  # the other processes of a torchrun launch only train; rank 0 writes
+        train(model, installed, train_set, val_set, cfg, run_dir, tokenizer.pad_token_id, resume_from)
+        return run_dir
     before = common.read_before(run_dir) if resume_from else None
     if cfg.eval.before_after and before is None and val_set is not None:
         before = common.measure_base(model, lambda: _loss_report(model, val_set, cfg, tokenizer.pad_token_id))

@@ -139,9 +139,9 @@ def base_val_loss(model, val_set, cfg, tokenizer) -> float:
 def run(cfg, resume: bool = False) -> Path:
     """Fine-tune `cfg.model` on `cfg.data` as `cfg.method` says; returns the run dir."""
     common.seed_everything(cfg.train.seed)
-    common.setup_threads(cfg.train)
-    model, tokenizer = common.load_for_training(cfg)
-    data = load_datasets(cfg, tokenizer, model)
+    group = common.setup_process(cfg)
+    model, tokenizer = group.main_first(lambda: common.load_for_training(cfg))
+    data = group.main_first(lambda: load_datasets(cfg, tokenizer, model))  # rank 0 caches the replay
     common.describe_dataset("train", data.train)
 
     common.seed_everything(cfg.train.seed)  # the method's init: the same whatever ran before
@@ -150,10 +150,13 @@ def run(cfg, resume: bool = False) -> Path:
     installed = apply_method(model, cfg.method, tokenizer=tokenizer)
 
     run_dir = prepare_run_dir(cfg, resume)
+    resume_from = common.resume_point(run_dir, resume)
+    if not group.is_main:  # the other processes of a torchrun launch only train; rank 0 writes
+        train(model, installed, data.train, data.val, cfg, run_dir, tokenizer.pad_token_id, resume_from)
+        return run_dir
     if data.val_records:
         write_jsonl_atomic(run_dir / HELDOUT_VAL, data.val_records)
     splits = evaluation_splits(cfg, run_dir)
-    resume_from = common.resume_point(run_dir, resume)
     before = common.read_before(run_dir) if resume_from else None
     if cfg.eval.before_after and before is None:
         before = common.measure_before(model, tokenizer, cfg, splits)

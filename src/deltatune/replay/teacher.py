@@ -14,7 +14,9 @@ entropy, to KL(teacher_topK || student). Top-K instead of the full vocabulary ke
 targets small (K x 8 bytes per token) and drops the long tail of near-zero probabilities.
 
 Computed once per run with one batched forward pass over the replay examples (seconds), on
-the base model before any method is applied; repeated copies share the same targets. Turning
+the base model before any method is applied; repeated copies share the same targets. The
+vocabulary projection and the top-k run `chunk_positions` labelled positions at a time, so
+no (positions x vocabulary) tensor exists for a whole batch (`topk_in_chunks`). Turning
 the per-token lists into (B, T, K) tensors is the pipeline's job (`deltatune.data.batching.
 collate_teacher`, called by `collate`).
 """
@@ -27,14 +29,43 @@ from tqdm.auto import tqdm
 from deltatune.data.batching import collate
 
 
+TOPK_CHUNK_POSITIONS = 128  # labelled positions per vocabulary projection: 128 x V fp32 logits at a time
+# Fewest rows one projection gets: BLAS picks other kernels for small matrices (on this CPU for
+# fewer than 4 rows with one thread, 12 with two), whose rounding differs, and the targets must
+# equal the whole-batch projection's bit for bit.
+MIN_CHUNK_ROWS = 16
+
+
+def chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
+    """[start, end) chunks of max(chunk, MIN_CHUNK_ROWS) rows covering n; a last chunk of fewer
+    than MIN_CHUNK_ROWS rows joins the one before it."""
+    chunk = max(chunk, MIN_CHUNK_ROWS)
+    bounds = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < MIN_CHUNK_ROWS:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def topk_in_chunks(picked: torch.Tensor, head, k: int, chunk: int = TOPK_CHUNK_POSITIONS):
+    """(top-k fp32 logits (N, K), their ids (N, K)) of `head(picked)` for (N, H) hidden states,
+    projected `chunk` rows at a time: the same values and ids as `head(picked).float().topk(k)`."""
+    values, ids = [], []
+    for start, end in chunk_bounds(picked.shape[0], chunk):
+        top = head(picked[start:end]).float().topk(k, dim=-1)  # (n, V) lives only for this chunk
+        values.append(top.values)
+        ids.append(top.indices)
+    return torch.cat(values), torch.cat(ids)
+
+
 @torch.no_grad()
-def attach_teacher_topk(model, dataset, k: int, pad_id: int, batch_size: int = 8) -> None:
+def attach_teacher_topk(model, dataset, k: int, pad_id: int, batch_size: int = 8,
+                        chunk_positions: int = TOPK_CHUNK_POSITIONS) -> None:
     """Add `teacher_ids` / `teacher_probs` to every example of `dataset`, in place.
 
     Both are lists with one entry per token (aligned with `labels`): None where the token is
     not a target, else K token ids / K probabilities for predicting that token."""
     from deltatune.forward import decoder_hidden, output_head
-    from deltatune.losses.lm import labelled_logits
+    from deltatune.losses.lm import labelled_hidden
     from deltatune.models.device import model_device
 
     was_training = model.training
@@ -45,13 +76,13 @@ def attach_teacher_topk(model, dataset, k: int, pad_id: int, batch_size: int = 8
         chunk = examples[start : start + batch_size]
         batch = collate(chunk, pad_id)
         hidden, _ = decoder_hidden(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        logits, keep = labelled_logits(hidden, output_head(model), batch["labels"])  # (N, V)
+        picked, keep = labelled_hidden(hidden, batch["labels"])  # (N, H)
         for ex in chunk:
             ex["teacher_ids"] = [None] * len(ex["input_ids"])
             ex["teacher_probs"] = [None] * len(ex["input_ids"])
-        if logits is None:
+        if picked is None:
             continue
-        top_logits, top_ids = logits.topk(k, dim=-1)  # (N, K)
+        top_logits, top_ids = topk_in_chunks(picked, output_head(model), k, chunk_positions)  # (N, K)
         probs = torch.softmax(top_logits, dim=-1).cpu()  # renormalised over the top K
         top_ids = top_ids.cpu()
         rows, cols = keep.cpu().nonzero(as_tuple=True)

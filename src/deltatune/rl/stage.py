@@ -51,7 +51,9 @@ def _load_prompts(cfg) -> tuple[list[dict], list[dict] | None]:
 
 def prepare_stage(cfg, resume: bool) -> Stage:
     common.seed_everything(cfg.train.seed)
-    common.setup_threads(cfg.train)
+    if common.setup_process(cfg).world > 1:
+        raise DeltatuneError(f"recipe {cfg.recipe} runs in one process (its rollouts are not split over "
+                             f"processes yet): start it without torchrun")
     reward = build_reward(cfg.rl.reward)  # a bad reward fails before the model loads
     model, tokenizer = common.load_for_training(cfg)
     prompts, test = _load_prompts(cfg)

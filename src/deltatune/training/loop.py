@@ -13,6 +13,8 @@ needs to replay the same data. The blocks:
     Validator (validator.py)     val loss every `eval_every`, early stopping, best weights
     checkpoint.py                atomic `step-N` folders with the method's state (buffers too)
     MetricsLog, progress bar     metrics.jsonl rows and a bar with loss, lr, tokens/s, ETA
+    ProcessGroup (distributed.py) under torchrun: this process's share of each micro-batch,
+                                 gradients summed over processes; only rank 0 writes
 
 `objective` is the recipe's (deltatune.training.objective: loss, its unit, collation, the
 validation number; the LM loss by default); `installed` is the method on the model.
@@ -27,11 +29,13 @@ from pathlib import Path
 from deltatune.data import BucketedBatches, collate
 from deltatune.errors import DeltatuneError
 from deltatune.training.budget import Budget, plan_budget, resolved_train_config, train_batch_size
+from deltatune.training import distributed
 from deltatune.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from deltatune.training.metrics import MetricsLog
 from deltatune.training.objective import LM_OBJECTIVE, Objective
 from deltatune.training.progress import progress_bar, say, show
 from deltatune.training.resources import Throughput, resources
+from deltatune.training.speed import objective_for, prepare_for_training
 from deltatune.training.step import NonFinite, OptimiserStep
 from deltatune.training.validator import Validator, validation_loss
 
@@ -54,12 +58,14 @@ def user_examples(train_set) -> int:
     return len(train_set) - int((getattr(train_set, "stats", None) or {}).get("replay", 0))
 
 
-def micro_batches(sampler: BucketedBatches, dataset, pad_id: int, epoch: int, index: int, collate_fn=collate):
-    """Yield (next_epoch, next_index, batch) forever, starting at (epoch, index)."""
+def micro_batches(sampler: BucketedBatches, dataset, pad_id: int, epoch: int, index: int, collate_fn=collate,
+                  share=lambda examples: examples):
+    """Yield (next_epoch, next_index, batch) forever, starting at (epoch, index); `share` picks
+    this process's examples of each micro-batch (all of them in a single process)."""
     while True:
         order = sampler.batches(epoch)
         for i in range(index, len(order)):
-            batch = collate_fn([dataset[j] for j in order[i]], pad_id)
+            batch = collate_fn(share([dataset[j] for j in order[i]]), pad_id)
             nxt = (epoch, i + 1) if i + 1 < len(order) else (epoch + 1, 0)
             yield nxt[0], nxt[1], batch
         epoch, index = epoch + 1, 0
@@ -96,27 +102,35 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
           objective: Objective = LM_OBJECTIVE) -> TrainResult:
     """Run the optimisation described by `cfg.train`; checkpoints and metrics go to `run_dir`."""
     run_dir = Path(run_dir)
+    objective = objective_for(cfg.train, objective)  # packing, chunked CE, shared prefix (training.speed)
+    group = distributed.join(cfg.train, cfg.model.device)
     n_user = user_examples(train_set)
     batch_size = train_batch_size(cfg.train, n_user)
+    group.check_batch(batch_size)
     sampler = BucketedBatches(train_set, batch_size, seed=cfg.train.seed)
     budget = plan_budget(cfg.train, n_user, len(sampler), batch_size)
     tc, total_steps = resolved_train_config(cfg.train, budget), budget.total_steps
     say(f"budget: {total_steps} optimiser steps ({budget.epochs:.2f} epochs, batches of {budget.batch_size}), "
         f"warm-up {budget.warmup_steps}; "
         f"{budget.rule}")
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    log = MetricsLog(run_dir / "metrics.jsonl", enabled=group.is_main)
     if resume_from is None and installed.hooks.prepare is not None:  # resumed: the checkpoint has it
         summary = installed.hooks.prepare(b for _, _, b in micro_batches(sampler, train_set, pad_id, 0, 0, objective.collate))
         say(f"method prepared on the training data: {summary}")
         log.write("prepare", step=0, **(summary or {}))
-    stepper = OptimiserStep(model, installed, tc, total_steps, objective.loss_fn, objective.units)
-    validator = Validator(model, val_set, installed, run_dir, tc, pad_id, cfg.model.dtype, log, objective)
+    stepper = OptimiserStep(model, installed, tc, total_steps, objective.loss_fn, objective.units, group)
+    validator = Validator(model, val_set, installed, run_dir, tc, pad_id, cfg.model.dtype, log, objective,
+                          writes=group.is_main)
     state = _resume(resume_from, installed, stepper, tc, log) if resume_from is not None else TrainState()
     if resume_from is None:
         log.write("budget", step=0, **budget.as_dict())
-    stream = micro_batches(sampler, train_set, pad_id, state.epoch, state.batch_index, objective.collate)
+    speed = prepare_for_training(model, tc, cfg.model.dtype)  # after prepare / resume: the method is ready
+    if speed:
+        log.write("speed", step=state.step, **speed)
+    stream = micro_batches(sampler, train_set, pad_id, state.epoch, state.batch_index, objective.collate,
+                           group.shard)
     model.train()
-    bar = progress_bar(total_steps, initial=state.step, desc=desc)
+    bar = progress_bar(total_steps, initial=state.step, desc=desc, enabled=group.is_main)
     stop_reason = "completed"
     meter = Throughput()
     while state.step < total_steps:
@@ -130,7 +144,7 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
             raise _non_finite(err, state.step + 1, run_dir) from None
         state.step += 1
         state.epoch, state.batch_index = window[-1][0], window[-1][1]
-        seen = sum(int(b["attention_mask"].sum()) for b in batches)
+        seen = int(group.sum([sum(int(b["attention_mask"].sum()) for b in batches)])[0])
         elapsed = time.perf_counter() - t0
         meter.add(seen, elapsed)
         tokens_per_s = seen / max(elapsed, 1e-9)
@@ -141,7 +155,7 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
             log.write("train", step=state.step, loss=result.loss, lr=result.lr, tokens_per_s=round(tokens_per_s, 1),
                       grad_norm=result.grad_norm, epoch=round(epoch, 4), tokens=result.tokens)
         stop = validator.validate(state) if validator.due(state.step) else False
-        if tc.save_every and state.step % tc.save_every == 0:
+        if tc.save_every and state.step % tc.save_every == 0 and group.is_main:
             _save(run_dir, state, installed, stepper, tc.keep_checkpoints)
         if stop:
             stop_reason = "early_stop"
@@ -151,6 +165,9 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
             break
     bar.close()
     val = validator.final(state)
+    if not group.is_main:  # rank 0 writes the checkpoint and evaluates; the weights are the same
+        model.eval()
+        return TrainResult(state, total_steps, stop_reason, val, budget=budget)
     _save(run_dir, state, installed, stepper, tc.keep_checkpoints)
     restored = validator.restore_best(state, val)
     usage = resources(meter)

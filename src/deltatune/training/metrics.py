@@ -28,19 +28,22 @@ def _clean(value):
 class MetricsLog:
     """Append-only JSON-lines writer."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, enabled: bool = True):
         self.path = Path(path)
+        self.enabled = enabled  # False on every process but rank 0 of a multi-process run
 
     def write(self, event: str, **fields) -> dict:
         row = {"event": event, "time": round(time.time(), 3)}
         row.update({k: _clean(v) for k, v in fields.items()})
+        if not self.enabled:
+            return row
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         return row
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after optimiser step `step` (on resume, that work is redone)."""
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))  # never half a log

@@ -15,9 +15,10 @@ import sys
 from tqdm.auto import tqdm
 
 
-def progress_bar(total: int, initial: int = 0, desc: str = "train") -> tqdm:
-    # DELTATUNE_PROGRESS=0 silences the bar (CI logs); otherwise it draws on stderr.
-    disable = os.environ.get("DELTATUNE_PROGRESS", "1") == "0"
+def progress_bar(total: int, initial: int = 0, desc: str = "train", enabled: bool = True) -> tqdm:
+    # DELTATUNE_PROGRESS=0 silences the bar (CI logs); otherwise it draws on stderr. Off on
+    # every process but rank 0 of a multi-process run.
+    disable = os.environ.get("DELTATUNE_PROGRESS", "1") == "0" or not enabled
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
                 disable=disable, file=sys.stderr)
 
@@ -27,4 +28,6 @@ def show(bar: tqdm, loss: float, lr: float, tokens_per_s: float) -> None:
 
 
 def say(message: str) -> None:
-    tqdm.write(message)
+    """Print a line (between progress-bar redraws); only rank 0 speaks in a multi-process run."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        tqdm.write(message)

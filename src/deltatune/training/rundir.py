@@ -20,7 +20,14 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def prepare_run_dir(cfg, resume: bool = False) -> Path:
-    """Create (or, with resume, reopen) `cfg.output.dir` and write `config.yaml` into it."""
+    """Create (or, with resume, reopen) `cfg.output.dir` and write `config.yaml` into it (rank 0
+    of a multi-process run; the others wait for it)."""
+    from deltatune.training.distributed import current
+
+    return current().main_first(lambda: _prepare(cfg, resume) if current().is_main else Path(cfg.output.dir))
+
+
+def _prepare(cfg, resume: bool) -> Path:
     run_dir = Path(cfg.output.dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise DeltatuneError(f"output.dir {run_dir} exists and is a file; choose another output.dir")

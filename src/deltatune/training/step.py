@@ -23,6 +23,7 @@ import torch
 
 from deltatune.data.labels import IGNORE_INDEX
 from deltatune.models.device import autocast_for, model_device
+from deltatune.training.distributed import ProcessGroup
 from deltatune.training.optim import build_optimizer, build_scheduler
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, int]]
@@ -53,8 +54,9 @@ class OptimiserStep:
     """AdamW over the installed method's trainable tensors, and the schedule (see module docstring)."""
 
     def __init__(self, model, installed, train_cfg, total_steps: int, loss_fn: LossFn,
-                 units: Callable[[dict], int] = labelled_tokens):
+                 units: Callable[[dict], int] = labelled_tokens, group: ProcessGroup | None = None):
         self.model, self.installed, self.cfg = model, installed, train_cfg
+        self.group = group or ProcessGroup()  # several processes: each holds a share of every batch
         self.loss_fn, self.units = loss_fn, units
         self.hooks = installed.hooks
         if self.hooks.begin is not None:
@@ -65,11 +67,13 @@ class OptimiserStep:
         self.params = installed.trainable()  # model order: the clipped norm sums as it always did
 
     def accumulate(self, batches: list[dict], dtype: str = "float32") -> tuple[float, int]:
-        """Backward over micro-batches so the gradient is that of one batch holding all of them.
-        Returns (unit-weighted mean loss, units); raises NonFinite on a non-finite loss."""
+        """Backward over micro-batches so the gradient is that of one batch holding all of them
+        (over every process: each weights its share by the step's global units, see
+        deltatune.training.distributed). Returns (unit-weighted mean loss, global units);
+        raises NonFinite on a non-finite loss (on every process, if any process saw one)."""
         device = model_device(self.model)
-        total = sum(self.units(b) for b in batches)
-        loss_sum = 0.0
+        total = int(self.group.sum([sum(self.units(b) for b in batches)])[0])
+        loss_sum, bad = 0.0, None
         for batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast_for(dtype, device):
@@ -79,9 +83,15 @@ class OptimiserStep:
             if n == 0:
                 continue
             if not torch.isfinite(loss):
-                raise NonFinite("the training loss", "loss", float(loss), self.lr)
+                bad = float(loss)
+                break
             (loss * (n / total)).backward()
             loss_sum += loss.item() * n
+        if self.group.world > 1:  # every process must stop together, or the others would hang
+            loss_sum, bad_anywhere = self.group.sum([loss_sum, 0.0 if bad is None else 1.0])
+            bad = bad if bad is not None else (float("nan") if bad_anywhere else None)
+        if bad is not None:
+            raise NonFinite("the training loss", "loss", bad, self.lr)
         return (loss_sum / total if total else 0.0), total
 
     @property
@@ -92,6 +102,7 @@ class OptimiserStep:
         """Accumulate, guard, clip, update, schedule; `step_number` = steps done after this one."""
         lr = self.lr
         loss, tokens = self.accumulate(batches, dtype)
+        self.group.all_reduce_grads(self.params)  # the whole batch's gradient on every process
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or float("inf")))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
