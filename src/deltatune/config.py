@@ -131,8 +131,9 @@ class TrainConfig(Section):
     # torch.compile the decoder layers (compile time in the `speed` metrics row); eager if it fails
     compile: bool = False
     # the tokens every row of a micro-batch starts with (a chat template's system prompt) run once
-    # per batch, their keys/values shared by the rows (deltatune.shared_prefix); LM loss only
-    shared_prefix: bool = False
+    # per batch, their keys/values shared by the rows (deltatune.shared_prefix); LM loss only.
+    # On by default: measured 1.52x vs 1.37x the HF loop's tokens/s, the same loss (deltatune bench)
+    shared_prefix: bool = True
 
 
 class EvalConfig(Section):
