@@ -143,9 +143,12 @@ def test_no_tokens_by_vocab_tensor_and_lower_peak_memory(base):
 
 
 def test_loss_fn_for():
-    assert loss_fn_for(TrainConfig()) is model_lm_loss
-    chunked = loss_fn_for(TrainConfig(ce_chunk_tokens=8))
+    assert loss_fn_for(TrainConfig(shared_prefix=False)) is model_lm_loss
+    assert loss_fn_for(TrainConfig()).keywords == {"ce_chunk_tokens": None, "shared_prefix": True}  # the default
+    chunked = loss_fn_for(TrainConfig(ce_chunk_tokens=8, shared_prefix=False))
     assert chunked.keywords == {"ce_chunk_tokens": 8, "shared_prefix": False}
+    # the shared prefix needs the KV cache, which gradient checkpointing drops
+    assert loss_fn_for(TrainConfig(gradient_checkpointing=True)) is model_lm_loss
 
     def pair_loss(model, batch):
         return None
