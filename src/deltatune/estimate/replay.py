@@ -28,7 +28,7 @@ from deltatune.data.labels import IGNORE_INDEX
 
 def replay_examples(cfg, tokenizer, train_set) -> tuple[list[dict], list[str], bool]:
     """(the replay examples the run trains on, notes, whether some source is not answered yet)."""
-    from deltatune.replay.sizing import auto_weight, choose_replay, labelled_tokens, truncate_answers
+    from deltatune.replay.sizing import choose_replay, truncate_answers, weigh_replay
 
     data = cfg.data
     messages_cfg = data.model_copy(update={"format": "messages"})
@@ -55,12 +55,7 @@ def replay_examples(cfg, tokenizer, train_set) -> tuple[list[dict], list[str], b
         for ex in chosen:
             ex["teacher_ids"] = [[0] * k if label != IGNORE_INDEX else None for label in ex["labels"]]
             ex["teacher_probs"] = [[1.0 / k] * k if label != IGNORE_INDEX else None for label in ex["labels"]]
-    weight = data.replay_weight
-    if weight == "auto":
-        weight = auto_weight(labelled_tokens(train_set.examples), labelled_tokens(chosen))
-    if weight != 1.0:
-        for ex in chosen:
-            ex["loss_weight"] = weight
+    weigh_replay(chosen, train_set.examples, data.replay_weight)
     return chosen * data.replay_repeat, notes, unanswered
 
 

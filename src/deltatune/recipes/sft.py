@@ -22,7 +22,7 @@ from pathlib import Path
 
 from deltatune.data import TokenizedDataset, build_sft_dataset, load_records
 from deltatune.data.carve import MIN_ROWS, carve_validation
-from deltatune.replay.sizing import auto_weight, choose_replay, labelled_tokens, truncate_answers
+from deltatune.replay.sizing import choose_replay, truncate_answers, weigh_replay
 from deltatune.replay.teacher import attach_teacher_topk
 from deltatune.replay.answers import self_replay_records
 from deltatune.atomic import write_jsonl_atomic
@@ -106,12 +106,7 @@ def _with_replay(train_set, cfg, tokenizer, base_model):
     chosen = truncate_answers(chosen, data.replay_answer_tokens)
     if data.replay_topk:
         attach_teacher_topk(base_model, TokenizedDataset(chosen, {}), data.replay_topk, tokenizer.pad_token_id)
-    weight = data.replay_weight
-    if weight == "auto":
-        weight = auto_weight(labelled_tokens(train_set.examples), labelled_tokens(chosen))
-    if weight != 1.0:
-        for example in chosen:
-            example["loss_weight"] = weight
+    weight = weigh_replay(chosen, train_set.examples, data.replay_weight)
     repeated = chosen * data.replay_repeat
     say(f"replay: {len(chosen)} of {len(replay_set)} base-model answers (data.replay_ratio {data.replay_ratio}), "
         f"loss weight {weight:g}" + (f", x{data.replay_repeat}" if data.replay_repeat > 1 else ""))

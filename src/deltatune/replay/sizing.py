@@ -74,3 +74,15 @@ def auto_weight(user_tokens: int, replay_tokens: int) -> float:
         return 1.0
     low, high = WEIGHT_RANGE
     return round(min(high, max(low, REPLAY_SHARE * user_tokens / replay_tokens)), 3)
+
+
+def weigh_replay(chosen: list[dict], user_examples: list[dict], weight: float | str) -> float:
+    """Put `data.replay_weight` on the chosen replay examples (`auto`: `auto_weight` from the
+    labelled tokens of both sides) and return the weight used; the recipe and the estimate
+    share this rule."""
+    if weight == "auto":
+        weight = auto_weight(labelled_tokens(user_examples), labelled_tokens(chosen))
+    if weight != 1.0:
+        for example in chosen:
+            example["loss_weight"] = weight
+    return weight
