@@ -10,6 +10,8 @@
     deltatune label PROMPTS --model M --judge J --out prefs.jsonl   preference pairs from a judge (RLAIF)
     deltatune estimate CONFIG [k=v ...] [--memory 8GiB] [--json]   peak memory and step time, before loading
     deltatune bench [--workload lora-sft|full-sft|qlora-sft|dpo] [--steps N] [--json]   vs transformers+peft and TRL
+    deltatune report RUN_DIR                      the run's HTML page (RUN_DIR/report.html; train writes it too)
+    deltatune compare CONFIG --methods lora,ia3,bitfit [--seeds 3] [--out DIR] [k=v ...]   methods side by side
 
 Each package owns its sub-commands in a `cli.py` with `register(subparsers)`; this file only
 assembles them and turns `DeltatuneError` into a clean message and exit code 2.
@@ -35,6 +37,8 @@ COMMAND_MODULES = [
     "deltatune.preference.cli",
     "deltatune.bench.cli",
     "deltatune.estimate.cli",
+    "deltatune.reports.cli",
+    "deltatune.compare.cli",
 ]
 
 

@@ -12,6 +12,7 @@ valid `recipe` values are the keys of `deltatune.recipes.RECIPES`.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -118,7 +119,7 @@ class TrainConfig(Section):
     log_every: int = Field(1, ge=1)
     num_threads: int | None = Field(None, ge=1)  # torch threads; None = all cores
     # under torchrun: ddp = data parallel (gradients all-reduced, weights replicated)
-    distributed: Literal["ddp"] = "ddp"
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (ddp) or shard the blocks (fsdp)
     distributed_timeout_min: int = Field(60, ge=1)  # collectives wait this long (rank 0 evaluates alone)
     # work-cutting options (deltatune.training.speed), same loss and gradients; all off by default.
     # a micro-batch as one row of its examples' real tokens (no padding), attention kept per example
@@ -145,6 +146,73 @@ class EvalConfig(Section):
     # (probe/sampled_contains), which greedy near-ties do not flip; see eval.qa.sampled_contains
     probe_samples: int = Field(0, ge=0)
     sample_temperature: float = Field(0.7, gt=0)
+    # more splits of the user's own, measured before and after like data.test: {name: file or
+    # builtin:...}, e.g. {mmlu: data/mmlu.jsonl} (a multiple-choice file: question, options,
+    # answer; format in deltatune.eval.multiple_choice)
+    extra: dict[str, str] = Field(default_factory=dict)
+    # what each split reports (names and kinds: deltatune.eval.metrics.METRICS): a mapping
+    # {split: [metric, ...]} (splits: test, probe, val, forgetting, data = `deltatune eval
+    # --data`, and the eval.extra names), or a plain list for every split that generates
+    # answers. A split's list replaces its defaults; unset: test/probe exact_match + contains,
+    # val loss + perplexity, forgetting kl, other files both, or mc_accuracy + mc_accuracy_norm
+    # when their rows have `options`. E.g. {test: [exact_match, token_f1, rouge_l, bleu, chrf],
+    # mmlu: [mc_accuracy, mc_accuracy_norm]}
+    metrics: list[str] | dict[str, list[str]] | None = None
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_names(cls, value: dict[str, str]) -> dict[str, str]:
+        from deltatune.eval.runner import CONFIG_SPLITS, DATA_SPLIT
+
+        for name, spec in value.items():
+            if name in CONFIG_SPLITS or name == DATA_SPLIT:
+                where = "deltatune eval --data" if name == DATA_SPLIT else f"data.{CONFIG_SPLITS[name]}"
+                raise ValueError(f"{name!r} is a built-in split ({where}); choose another name")
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"split name {name!r} must start with a letter and hold only "
+                                 f"letters, digits, '_', '-' or '.'")
+            if not spec.strip():
+                raise ValueError(f"{name}: an empty path; give a file or builtin:NAME/SPLIT")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value, info):
+        """Metric names from deltatune.eval.metrics.METRICS, split names that exist (the
+        fields above are validated first: `extra`, `probe_samples`)."""
+        from deltatune.eval.metrics import CHOICE, check_metric_list, kinds
+        from deltatune.eval.runner import CONFIG_SPLITS, DATA_SPLIT
+
+        samples = info.data.get("probe_samples")
+        if isinstance(value, list):
+            check_metric_list(value, "eval.metrics", samples)
+            if CHOICE in kinds(value):
+                raise ValueError("a plain list applies to every split that generates answers; name the "
+                                 "multiple-choice split instead, e.g. {mmlu: [mc_accuracy, mc_accuracy_norm]}")
+        elif isinstance(value, dict):
+            splits = [*CONFIG_SPLITS, DATA_SPLIT, *(info.data.get("extra") or {})]
+            for split, names in value.items():
+                if split not in splits:
+                    raise ValueError(f"unknown split {split!r}; splits: {', '.join(splits)} "
+                                     f"(add a file of your own with eval.extra: {{{split}: FILE}})")
+                check_metric_list(names, f"eval.metrics.{split}", samples)
+        return value
+
+
+class LoggingConfig(Section):
+    # mirror every number logged to metrics.jsonl (loss, lr, tokens/s, val loss, ...) as
+    # TensorBoard scalars in RUN_DIR/tensorboard/ (`tensorboard --logdir RUN_DIR/tensorboard`);
+    # needs the tensorboard package: pip install 'deltatune[tensorboard]'
+    tensorboard: bool = False
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _tensorboard_installed(cls, value: bool) -> bool:
+        from deltatune.training.metrics import tensorboard_missing
+
+        if value and (problem := tensorboard_missing()):
+            raise ValueError(problem)
+        return value
 
 
 class PreferenceConfig(Section):
@@ -192,6 +260,20 @@ class RLConfig(Section):
     scale_rewards: bool = True  # grpo: divide by the group's std (False: Dr. GRPO)
 
 
+class ClassifyConfig(Section):
+    """`recipe: cls`: sequence classification with a fresh head (deltatune.classify)."""
+
+    text_field: str = Field("text", min_length=1)  # the record key holding the text to classify
+    label_field: str = Field("label", min_length=1)  # the record key holding its label (a name or number)
+    # how the head sees a sequence: mean of the real tokens' hidden states, the first token's
+    # (BERT's [CLS]) or the last real token's; auto: mean for an encoder (what sentence encoders
+    # such as all-MiniLM-L6-v2 were trained for), last for a decoder (the only token that has
+    # seen the whole text)
+    pooling: Literal["auto", "mean", "first", "last"] = "auto"
+    # the head's learning rate is train.lr x this (it starts from random, the method from the base)
+    head_lr_ratio: float = Field(1.0, gt=0)
+
+
 class OutputConfig(Section):
     dir: str = "runs/latest"
 
@@ -205,8 +287,10 @@ class Config(Section):
     data: DataConfig
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    logging: LoggingConfig = LoggingConfig()  # metrics.jsonl's TensorBoard mirror
     preference: PreferenceConfig = PreferenceConfig()  # recipe: rm, dpo
     rl: RLConfig = RLConfig()  # recipe: ppo, grpo
+    classify: ClassifyConfig = ClassifyConfig()  # recipe: cls
     output: OutputConfig = OutputConfig()
 
     @field_validator("recipe")

@@ -55,10 +55,12 @@ def decoder_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     if cache is not None or use_cache:
         kwargs[_cache_kwarg(decoder)] = cache
     out = decoder(**kwargs)
+    if not use_cache:
+        return out.last_hidden_state, None
     new_cache = getattr(out, "cache", None)
-    if new_cache is None:
+    if new_cache is None:  # transformers before the rename (reading it on newer ones warns)
         new_cache = getattr(out, "past_key_values", None)
-    return out.last_hidden_state, (new_cache if use_cache else None)
+    return out.last_hidden_state, new_cache
 
 
 def next_token_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

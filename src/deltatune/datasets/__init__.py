@@ -12,7 +12,8 @@ it is the one place a built-in dataset is registered. Training and evaluation re
 Modules: orgfacts (the invented-company facts: train/val/test, the `general` forgetting probe,
 and the `neighbours` replay prompts), orgfacts_prefs (its questions as preference pairs
 `prefs_train/prefs_val/prefs_test`), arith (arithmetic word problems with integer answers
-for rule-rewarded RL), orgfacts_facts (its fact tables and question
+for rule-rewarded RL), intents (short customer messages labelled with one of eight intents,
+`{text, label}`, for `recipe: cls`; test holds out phrasings and slot values), orgfacts_facts (its fact tables and question
 templates), orgfacts_neighbours (the question forms about real-world subjects),
 general_prompts (everyday instructions for self-distillation replay), general_probe (the
 robust forgetting probe `general/probe`, its candidate pool, and the held-out prompts
@@ -31,7 +32,7 @@ from functools import partial
 from pathlib import Path
 
 from deltatune.atomic import write_jsonl_atomic
-from deltatune.datasets import arith, families, general_probe, general_prompts, orgfacts, orgfacts_prefs
+from deltatune.datasets import arith, families, general_probe, general_prompts, intents, orgfacts, orgfacts_prefs
 from deltatune.datasets.families import HELD_OUT_FAMILY, family_names
 from deltatune.errors import DeltatuneError
 
@@ -56,6 +57,10 @@ BUILTINS: dict[str, Callable[[], list[dict]]] = {
     "builtin:general/probe": general_probe.robust_probe_records,
     # held-out everyday prompts: forgetting as KL from the base on its own replies to them
     "builtin:general/heldout": general_probe.heldout_prompt_records,
+    # short customer messages {text, label} for recipe: cls; test holds out phrasings and slot values
+    "builtin:intents/train": partial(intents.split_records, "train"),
+    "builtin:intents/val": partial(intents.split_records, "val"),
+    "builtin:intents/test": partial(intents.split_records, "test"),
 }
 # the fact families, every size and split: builtin:school-24/train ... builtin:clinic-500/test
 BUILTINS.update(

@@ -85,7 +85,7 @@ def base_eval_key(model, tokenizer, cfg_data, cfg_eval, splits: dict[str, str]) 
         "tokenizer": _tokenizer_key(tokenizer),
         "splits": {name: {"spec": spec, "records": _records_hash(spec)} for name, spec in sorted(splits.items())},
         "eval": {k: getattr(cfg_eval, k) for k in
-                 ("max_new_tokens", "max_examples", "probe_samples", "sample_temperature", "batch_size")},
+                 ("max_new_tokens", "max_examples", "probe_samples", "sample_temperature", "batch_size", "metrics")},
         "data": {k: getattr(cfg_data, k, None) for k in ("system_prompt", "max_length", "format", "train_on_prompt", "pack")},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }

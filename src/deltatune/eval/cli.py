@@ -1,9 +1,12 @@
 """Sub-commands `deltatune eval` and `deltatune generate`.
 
     deltatune eval runs/latest [--data FILE] [--no-base] [--max-new-tokens N] [--batch-size N] [--out FILE [--force]]
+    deltatune eval runs/latest --metrics exact_match,token_f1,rouge_l,bleu,chrf
+    deltatune eval runs/latest --data mmlu.jsonl              # multiple choice: mc_accuracy(_norm)
     deltatune eval runs/latest --control [--seeds 3]     # the forgetting measures' noise floor
     deltatune generate runs/latest "Who founded Acme?" [--temperature 0.7 --top-p 0.9 --seed 1]
     deltatune generate smollm2-135m "Once upon a time" --raw
+    deltatune generate runs/cls_lora "where is my parcel?"    # a recipe: cls run: label + probability
 
 TARGET is a run dir (base + its trained adapter) or a model (embedded alias, HF folder, hub id).
 Each eval of a run dir writes a new RUN_DIR/evals/eval-<UTC time>[-<data>].json; the run's own
@@ -31,6 +34,10 @@ def register(subparsers) -> None:
     ev.add_argument("--max-examples", type=int, help="evaluate only the first N records per split")
     ev.add_argument("--probe-samples", type=int, metavar="N",
                     help="also score the probe over N seeded sampled replies per question (0: off)")
+    ev.add_argument("--metrics", metavar="A,B", type=_metric_list,
+                    help="what to report, replacing eval.metrics: for the --data file, else for every split that "
+                    "generates answers (names: deltatune.eval.metrics, e.g. exact_match,contains,token_f1,"
+                    "rouge_l,bleu,chrf,loss,perplexity,mc_accuracy,mc_accuracy_norm)")
     ev.add_argument("--out", metavar="FILE",
                     help="write the report to FILE instead (an existing FILE is refused unless --force)")
     ev.add_argument("--force", action="store_true", help="with --out: replace FILE if it exists")
@@ -41,7 +48,8 @@ def register(subparsers) -> None:
     ev.add_argument("--seeds", type=int, default=1, metavar="N", help="with --control: control seeds (default 1)")
     ev.set_defaults(func=_eval)
 
-    gen = subparsers.add_parser("generate", help="complete one prompt with a run or a model")
+    gen = subparsers.add_parser("generate", help="complete one prompt with a run or a model (a classifier "
+                                "run prints the predicted label and its probability)")
     gen.add_argument("target", metavar="TARGET", help="run dir or model name/folder")
     gen.add_argument("prompt", metavar="PROMPT")
     gen.add_argument("--max-new-tokens", type=int, default=128)
@@ -61,6 +69,13 @@ def _eval(args) -> int:
                     seeds=args.seeds)
     if args.control:
         return _control(args)
+    from deltatune.classify.predictor import is_cls_run
+
+    if is_cls_run(args.target):  # a classifier: accuracy, macro-F1, majority rate (deltatune.classify.evaluate)
+        from deltatune.classify.evaluate import run_cls_eval
+
+        run_cls_eval(args.target, data=args.data, out=args.out, force=args.force, max_examples=args.max_examples)
+        return 0
     if args.probe_samples is not None and args.probe_samples < 0:
         from deltatune.errors import DeltatuneError
 
@@ -75,6 +90,7 @@ def _eval(args) -> int:
         max_examples=args.max_examples,
         probe_samples=args.probe_samples,
         force=args.force,
+        metrics=args.metrics,
     )
     return 0
 
@@ -86,16 +102,20 @@ def _control(args) -> int:
 
     if not is_run_dir(args.target):
         raise DeltatuneError(f"--control needs a training run dir; {args.target} has no config.yaml")
-    if args.data or args.out:
-        raise DeltatuneError("--control measures the run's own splits; drop --data / --out")
+    if args.data or args.out or args.metrics:
+        raise DeltatuneError("--control measures the run's own splits; drop --data / --out / --metrics")
     run_control(args.target, seeds=args.seeds)
     return 0
 
 
 def _generate(args) -> int:
+    from deltatune.classify.predictor import is_cls_run
     from deltatune.errors import DeltatuneError
     from deltatune.generation import SamplingParams, chat_prompt_ids, generate
     from deltatune.models.runs import load_target
+
+    if is_cls_run(args.target):
+        return _classify(args)
 
     params = SamplingParams(args.max_new_tokens, args.temperature, args.top_p, args.stop, args.seed)
     loaded = load_target(args.target)
@@ -118,6 +138,23 @@ def _generate(args) -> int:
         f"[{done.finish_reason}; {done.prompt_tokens} prompt + {done.completion_tokens} completion tokens]",
         file=sys.stderr,
     )
+    return 0
+
+
+def _metric_list(text: str) -> list[str]:
+    """`a,b` -> ["a", "b"]; the names are checked with the config (deltatune.eval.metrics)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _classify(args) -> int:
+    """A classifier run: 'LABEL<TAB>PROBABILITY' on stdout, the next most probable labels on stderr."""
+    from deltatune.classify.predictor import Classifier
+
+    [pred] = Classifier.load(args.target).predict([args.prompt])
+    print(f"{pred.label}\t{pred.score:.4f}")
+    ranked = sorted(pred.scores.items(), key=lambda kv: -kv[1])[1:4]
+    print("[next: " + ", ".join(f"{name} {p:.4f}" for name, p in ranked) + f"; {pred.tokens} tokens]",
+          file=sys.stderr)
     return 0
 
 

@@ -5,8 +5,9 @@
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
 
 `before` / `after` are what `deltatune.eval.runner.evaluate` returns: {split: {metric: value}}.
-Accuracies (exact_match, contains) print as percentages and their delta in points; loss and
-perplexity print as numbers, and for them a negative delta is the improvement.
+Accuracies and overlaps (exact_match, contains, token_f1, rouge_l, mc_accuracy, ...) print as
+percentages and their delta in points; BLEU and chrF (0-100), loss and perplexity print as
+numbers, and for loss and perplexity a negative delta is the improvement.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 
 from deltatune.atomic import write_json_atomic
 
-PERCENT_METRICS = ("exact_match", "contains", "sampled_contains")
-NUMBER_METRICS = ("loss", "perplexity", "kl", "nll_increase")
+# fractions in [0, 1], shown as % (deltas in points); BLEU / chrF are on sacrebleu's 0-100 scale
+PERCENT_METRICS = ("exact_match", "contains", "sampled_contains", "token_f1", "rouge_l", "mc_accuracy",
+                   "mc_accuracy_norm", "accuracy", "macro_f1", "majority_rate")  # the last three: recipe: cls
+NUMBER_METRICS = ("bleu", "chrf", "loss", "perplexity", "kl", "nll_increase")
 SHOWN = PERCENT_METRICS + NUMBER_METRICS  # in this order within a split
 
 

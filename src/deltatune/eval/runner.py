@@ -6,9 +6,12 @@
 
     metrics = evaluate(model, tokenizer, cfg.data, cfg.eval)   # in a recipe, before and after
 
-What each split measures is fixed by its name (`SPLIT_KINDS`): `test` and `probe` are QA
-splits scored by greedy generation (exact match / answer contained), `val` is scored by
-token loss and perplexity, and any other name (e.g. the `--data` file) gets both.
+What each split measures is `eval.metrics` (deltatune.eval.metrics: the table of names and
+each split's defaults). Without it: `test` and `probe` are QA splits scored by greedy
+generation (exact match / answer contained), `val` is scored by token loss and perplexity,
+`forgetting` by KL to the base, and any other split (the `--data` file, an `eval.extra` one)
+gets both, or multiple-choice accuracy when its rows have `options` / `choices`
+(deltatune.eval.multiple_choice). `eval.extra: {name: file}` adds splits of the user's own.
 """
 
 from __future__ import annotations
@@ -20,64 +23,86 @@ from pathlib import Path
 
 from deltatune.errors import DeltatuneError
 
-SPLIT_KINDS = {"test": ("qa",), "probe": ("qa",), "val": ("loss",), "forgetting": ("kl",)}
 CONFIG_SPLITS = {"test": "test", "probe": "probe", "val": "val", "forgetting": "forgetting_prompts"}
+DATA_SPLIT = "data"  # the split name of `deltatune eval --data FILE`
 FORGETTING_REPLY_TOKENS = 128  # the base's replies to data.forgetting_prompts
-BOTH = ("qa", "loss")
 BARE_MODEL_SPLITS = {"test": "builtin:orgfacts/test", "probe": "builtin:general/probe"}
 LOSS_BATCH_MAX = 8  # loss batches hold batch x labelled-positions x vocab logits; keep it small
 
 
-def splits_from_config(cfg_data) -> dict[str, str]:
-    """{split name: spec} for the evaluation splits a data config names (unset ones skipped)."""
-    return {name: spec for name, key in CONFIG_SPLITS.items() if (spec := getattr(cfg_data, key, None))}
+def splits_from_config(cfg_data, cfg_eval=None) -> dict[str, str]:
+    """{split name: spec} for the evaluation splits a data config names (unset ones skipped),
+    then the `eval.extra` splits of `cfg_eval`."""
+    splits = {name: spec for name, key in CONFIG_SPLITS.items() if (spec := getattr(cfg_data, key, None))}
+    return {**splits, **dict(getattr(cfg_eval, "extra", None) or {})}
 
 
 def evaluate(model, tokenizer, cfg_data, cfg_eval, splits: dict[str, str] | None = None) -> dict:
-    """{split: metrics} for every split (default: test/probe/val from `cfg_data`).
+    """{split: metrics} for every split (default: test/probe/val/forgetting from `cfg_data` and
+    the `eval.extra` splits), each scored as `eval.metrics` says (`deltatune.eval.metrics`).
 
-    QA metrics: {"exact_match", "contains", "n", "examples"}; loss metrics: {"loss",
-    "perplexity", "tokens"}; a split of both kinds holds both sets of keys."""
-    from deltatune.data import load_records
-    from deltatune.eval.qa import qa_accuracy, sampled_contains
-
-    splits = splits_from_config(cfg_data) if splits is None else splits
+    Generation metrics come with "n" and "examples" (every answer); loss metrics with
+    "tokens"; multiple choice with "n", "examples" and, when rows have a subject, "by_subject"."""
+    splits = splits_from_config(cfg_data, cfg_eval) if splits is None else splits
     results: dict[str, dict] = {}
     for name, spec in splits.items():
-        kinds = SPLIT_KINDS.get(name, BOTH)
         started = time.perf_counter()
         result: dict = {"spec": spec}
-        if "kl" in kinds:
-            result.update(forgetting_drift(model, tokenizer, spec, cfg_data, cfg_eval))
-            result["seconds"] = round(time.perf_counter() - started, 2)
-            results[name] = result
-            continue
-        records = load_records(spec)
-        if cfg_eval.max_examples:
-            records = records[: cfg_eval.max_examples]
-        if "qa" in kinds:
-            result.update(
-                qa_accuracy(
-                    model,
-                    tokenizer,
-                    records,
-                    system_prompt=cfg_data.system_prompt,
-                    max_new_tokens=cfg_eval.max_new_tokens,
-                    batch_size=cfg_eval.batch_size,
-                    desc=f"{name} qa",
-                )
-            )
-        if name == "probe" and cfg_eval.probe_samples:
-            result["sampled_contains"] = sampled_contains(
-                model, tokenizer, records, cfg_eval.probe_samples, temperature=cfg_eval.sample_temperature,
-                system_prompt=cfg_data.system_prompt, max_new_tokens=cfg_eval.max_new_tokens,
-                batch_size=cfg_eval.batch_size, desc="probe sampled")
-            result["samples"] = cfg_eval.probe_samples
-        if "loss" in kinds:
-            result.update(split_loss(model, tokenizer, records, cfg_data, cfg_eval.batch_size, desc=f"{name} loss"))
+        result.update(score_split(model, tokenizer, name, spec, cfg_data, cfg_eval))
         result["seconds"] = round(time.perf_counter() - started, 2)
         results[name] = result
     return results
+
+
+def score_split(model, tokenizer, name: str, spec: str, cfg_data, cfg_eval) -> dict:
+    """The metrics of one split: generation, sampled replies, loss and multiple choice run only
+    when one of the split's metrics needs them."""
+    from deltatune.data import load_records
+    from deltatune.eval.metrics import CHOICE, GENERATION, KL, LOSS, SAMPLED, kinds, split_metrics
+    from deltatune.eval.multiple_choice import choice_accuracy, is_choice_file
+
+    if kinds(split_metrics(name, cfg_eval)) == {KL}:
+        return forgetting_drift(model, tokenizer, spec, cfg_data, cfg_eval)
+    records = load_records(spec)
+    if cfg_eval.max_examples:
+        records = records[: cfg_eval.max_examples]
+    metrics = split_metrics(name, cfg_eval, records)
+    needs = kinds(metrics)
+    if is_choice_file(records) and needs != {CHOICE}:
+        raise DeltatuneError(f"split {name} ({spec}) holds multiple-choice rows (`options` / `choices`); score it "
+                             f"with eval.metrics.{name}: [mc_accuracy, mc_accuracy_norm], not {', '.join(metrics)}")
+    result: dict = {}
+    if CHOICE in needs:
+        scores = choice_accuracy(model, tokenizer, records, system_prompt=cfg_data.system_prompt,
+                                 batch_size=cfg_eval.batch_size, desc=f"{name} multiple choice")
+        result.update({k: v for k, v in scores.items() if k in metrics or k not in ("mc_accuracy", "mc_accuracy_norm")})
+    if GENERATION in needs:
+        result.update(generation_metrics(model, tokenizer, name, records, metrics, cfg_data, cfg_eval))
+    if SAMPLED in needs:
+        from deltatune.eval.qa import sampled_contains
+
+        result["sampled_contains"] = sampled_contains(
+            model, tokenizer, records, cfg_eval.probe_samples, temperature=cfg_eval.sample_temperature,
+            system_prompt=cfg_data.system_prompt, max_new_tokens=cfg_eval.max_new_tokens,
+            batch_size=cfg_eval.batch_size, desc=f"{name} sampled")
+        result["samples"] = cfg_eval.probe_samples
+    if LOSS in needs:
+        scores = split_loss(model, tokenizer, records, cfg_data, cfg_eval.batch_size, desc=f"{name} loss")
+        result.update({k: v for k, v in scores.items() if k in metrics or k == "tokens"})
+    return result
+
+
+def generation_metrics(model, tokenizer, name: str, records: list[dict], metrics, cfg_data, cfg_eval) -> dict:
+    """The generation metrics among `metrics` from one batched greedy pass, with "n" and every
+    answer under "examples" (question, reference, prediction, contained or not)."""
+    from deltatune.eval.metrics import generation_scores
+    from deltatune.eval.qa import qa_accuracy
+
+    answered = qa_accuracy(model, tokenizer, records, system_prompt=cfg_data.system_prompt,
+                           max_new_tokens=cfg_eval.max_new_tokens, batch_size=cfg_eval.batch_size, desc=f"{name} qa")
+    examples = answered["examples"]
+    scores = generation_scores(metrics, [e["prediction"] for e in examples], [e["answer"] for e in examples])
+    return {**scores, "n": answered["n"], "examples": examples}
 
 
 def forgetting_drift(model, tokenizer, spec: str, cfg_data, cfg_eval) -> dict:
@@ -120,13 +145,16 @@ def run_eval(
     max_examples: int | None = None,
     probe_samples: int | None = None,
     force: bool = False,
+    metrics: list[str] | None = None,
 ) -> dict:
     """`deltatune eval`: measure a run dir (and its base) or a bare model; write the report.
 
     A run dir's report goes to a new `RUN/evals/eval-<UTC time>[-<data stem>].json` (a counter
     is added rather than replace a file); `RUN/eval.json` is training's before/after record and
     is left alone. `out` names the file instead, refused if it exists unless `force`.
-    For a bare model the report is written only when `out` is given. Returns the payload."""
+    For a bare model the report is written only when `out` is given. `metrics` (--metrics)
+    replaces `eval.metrics`: the `--data` split's metrics, else those of every split that
+    generates answers. Returns the payload."""
     from deltatune.config import DataConfig, EvalConfig
     from deltatune.eval.report import comparison_table, eval_payload, write_eval_json
     from deltatune.models.runs import apply_run_adapter, is_run_dir, load_target
@@ -144,10 +172,12 @@ def run_eval(
     overrides = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "max_examples": max_examples,
                  "probe_samples": probe_samples}
     cfg_eval = base_eval.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if metrics is not None:
+        cfg_eval = _with_metrics(cfg_eval, {DATA_SPLIT: metrics} if data is not None else metrics)
     if data is not None:
-        splits = {"data": data}
+        splits = {DATA_SPLIT: data}
     else:
-        splits = splits_from_config(cfg_data) if cfg is not None else dict(BARE_MODEL_SPLITS)
+        splits = splits_from_config(cfg_data, cfg_eval) if cfg is not None else dict(BARE_MODEL_SPLITS)
     if not splits:
         raise DeltatuneError(f"{target}: its config names no data.test / data.probe / data.val; pass --data FILE")
 
@@ -175,6 +205,17 @@ def run_eval(
         raise
     print(f"wrote {out_path}")
     return payload
+
+
+def _with_metrics(cfg_eval, metrics):
+    """`cfg_eval` with `metrics` as its eval.metrics, validated as the config would be."""
+    from pydantic import ValidationError
+
+    try:
+        return type(cfg_eval).model_validate({**cfg_eval.model_dump(), "metrics": metrics})
+    except ValidationError as err:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+        raise DeltatuneError(f"--metrics: {problems}") from None
 
 
 def _eval_stem(started: time.struct_time, data: str | None) -> str:

@@ -55,6 +55,9 @@ def _run_parts(run_dir: str | Path):
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    if cfg.recipe == "cls":
+        raise DeltatuneError(f"{run_dir} is a classifier (recipe: cls): its head is not part of a causal-LM "
+                             f"export; serve it with `deltatune serve --classifier NAME={run_dir}`")
     adapter_dir = run_dir / "adapter"
     if not adapter_dir.is_dir() or not any(adapter_dir.iterdir()):
         raise DeltatuneError(f"{run_dir} has no trained adapter ({adapter_dir} missing or empty): "

@@ -53,8 +53,18 @@ def copy_state(targets: dict[str, torch.Tensor], saved: dict[str, torch.Tensor],
 
 
 def _own_tensors(wrapper: nn.Module) -> dict[str, torch.Tensor]:
-    """A wrapper's own parameters and persistent buffers, not its base layer's."""
-    return {n: t for n, t in wrapper.state_dict(keep_vars=True).items() if not n.startswith("base_layer.")}
+    """A wrapper's own parameters and persistent buffers, not its base layer's: the entries of
+    its state_dict, read from the modules themselves (no state-dict hooks run, so a wrapper
+    that FSDP2 gathered is read as the full tensors it holds, deltatune.training.fsdp)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in wrapper.named_modules(remove_duplicate=False):
+        if prefix == "base_layer" or prefix.startswith("base_layer."):
+            continue
+        dot = f"{prefix}." if prefix else ""
+        tensors.update({f"{dot}{n}": p for n, p in module._parameters.items() if p is not None})
+        tensors.update({f"{dot}{n}": b for n, b in module._buffers.items()
+                        if b is not None and n not in module._non_persistent_buffers_set})
+    return tensors
 
 
 class WrapperInstall:
@@ -125,8 +135,8 @@ class TensorInstall:
     """Some of the base's own parameters train (see the module docstring)."""
 
     def __init__(self, model: nn.Module, names: list[str], ctx: InstallContext, hooks: MethodHooks | None = None):
-        params = dict(model.named_parameters())
-        self.params = {name: params[name] for name in names}
+        self.model, self.names = model, list(names)
+        self.params  # every name is a parameter of the model (a KeyError otherwise)
         self.shared = ctx.shared_base
         self.hooks = hooks or MethodHooks()
         self._held: dict[str, torch.Tensor] | None = None  # shared base: the trained tensors
@@ -134,8 +144,15 @@ class TensorInstall:
         self.attached = True
         for param in self.params.values():
             param.requires_grad_(True)
-        # in-place version counters at install: unchanged -> the parameters still hold the base
-        self._versions = {name: p._version for name, p in self.params.items()}
+        # the tensors and their in-place version counters at install: the same tensor, unchanged
+        # -> the parameters still hold the base
+        self._versions = {name: (id(p), p._version) for name, p in self.params.items()}
+
+    @property
+    def params(self) -> dict[str, nn.Parameter]:
+        """The trained parameters, looked up on the model each time: a wrapper that replaces
+        parameter objects (FSDP2's sharding, deltatune.training.fsdp) is followed."""
+        return {name: self.model.get_parameter(name) for name in self.names}
 
     def state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.params.items()}
@@ -178,7 +195,7 @@ class TensorInstall:
         self.attached = False
 
     def _untouched(self) -> bool:
-        return all(p._version == self._versions[name] for name, p in self.params.items())
+        return all((id(p), p._version) == self._versions[name] for name, p in self.params.items())
 
     def merge(self) -> None:
         """Nothing to fold: the trained tensors already are the model's weights."""

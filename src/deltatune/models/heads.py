@@ -1,6 +1,8 @@
-"""Scalar heads on a causal LM (reward model, PPO's value function) that train beside the method.
+"""Heads on a model that train beside the method: scalar ones on a causal LM (reward model,
+PPO's value function) and the K-way classification head of `recipe: cls` (on an encoder too).
 
     head = attach_scalar_head(model, "reward_head", seed=0)     # nn.Linear(hidden, 1) on the model
+    head = attach_linear_head(model, "classifier_head", 8, seed=0)   # nn.Linear(hidden, 8)
     installed = WithHeads(installed, {"reward_head": head})     # trains, checkpoints, resumes with it
     scores = last_token_scores(model, head, input_ids, attention_mask)      # (B,) fp32
     values = token_values(model, head, input_ids, attention_mask)           # (B, T) fp32
@@ -29,23 +31,38 @@ from deltatune.forward import decoder_hidden
 
 
 def hidden_size(model) -> int:
-    return int(model.get_output_embeddings().in_features)
+    """Width of the final hidden states: the LM head's input, or (an encoder without an LM head)
+    the config's hidden_size."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if out is not None:
+        return int(out.in_features)
+    size = getattr(getattr(model, "config", None), "hidden_size", None)
+    if not isinstance(size, int):
+        raise DeltatuneError(f"{type(model).__name__} has neither an output head nor config.hidden_size: "
+                             "cannot size a head for it")
+    return size
 
 
-def attach_scalar_head(model, name: str, seed: int = 0) -> nn.Linear:
-    """A fresh fp32 `nn.Linear(hidden, 1)` as `model.<name>`, trainable, on the model's device.
+def attach_linear_head(model, name: str, out_features: int, seed: int = 0) -> nn.Linear:
+    """A fresh fp32 `nn.Linear(hidden, out_features)` as `model.<name>`, trainable, on the
+    model's device.
 
-    Initialised N(0, 1/(hidden+1)) (the scale InstructGPT's reward model used), seeded on its
-    own so the head is the same whatever else drew random numbers."""
+    Initialised N(0, 1/(hidden+1)) (the scale InstructGPT's reward model used), bias 0, seeded
+    on its own so the head is the same whatever else drew random numbers."""
     size = hidden_size(model)
-    head = nn.Linear(size, 1)
+    head = nn.Linear(size, out_features)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        head.weight.copy_(torch.randn(1, size, generator=gen) / (size + 1) ** 0.5)
+        head.weight.copy_(torch.randn(out_features, size, generator=gen) / (size + 1) ** 0.5)
         head.bias.zero_()
     head.to(next(model.parameters()).device).requires_grad_(True)
     setattr(model, name, head)
     return head
+
+
+def attach_scalar_head(model, name: str, seed: int = 0) -> nn.Linear:
+    """A fresh fp32 `nn.Linear(hidden, 1)` as `model.<name>` (see `attach_linear_head`)."""
+    return attach_linear_head(model, name, 1, seed)
 
 
 def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -69,15 +86,24 @@ def token_values(model, head: nn.Linear, input_ids: torch.Tensor, attention_mask
 
 @dataclasses.dataclass
 class WithHeads:
-    """An `Installed` (deltatune.methods.protocol) plus scalar heads that train with it."""
+    """An `Installed` (deltatune.methods.protocol) plus heads that train with it.
+
+    `head_lr_ratio`: the heads' lr is train.lr x this (a fresh random head may want more than
+    the method); None keeps the optimiser's default groups when the method has none of its own."""
 
     inner: object
     heads: dict[str, nn.Module]
+    head_lr_ratio: float | None = None
 
     def __post_init__(self):
         inner_groups = self.inner.hooks.param_groups
         head_params = [p for head in self.heads.values() for p in head.parameters()]
-        groups = None if inner_groups is None else (lambda cfg: [*inner_groups(cfg), {"params": head_params}])
+        head_group = {"params": head_params}
+        if self.head_lr_ratio is not None:
+            head_group["lr_ratio"] = self.head_lr_ratio
+        if inner_groups is None and self.head_lr_ratio is not None:
+            inner_groups = lambda cfg: [{"params": list(self.inner.trainable())}]  # noqa: E731
+        groups = None if inner_groups is None else (lambda cfg: [*inner_groups(cfg), head_group])
         self.hooks = dataclasses.replace(self.inner.hooks, param_groups=groups)
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -102,17 +128,20 @@ class WithHeads:
         return getattr(self.inner, name)
 
 
-def save_head(head: nn.Linear, path: Path, kind: str) -> None:
-    """The head's weights (safetensors) and a small JSON saying what it is, both atomically."""
+def save_head(head: nn.Linear, path: Path, kind: str, **info) -> None:
+    """The head's weights (safetensors) and a small JSON saying what it is (plus `info`), both
+    atomically."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
     save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(tmp))
     tmp.replace(path)
-    write_text_atomic(path.with_suffix(".json"), json.dumps({"kind": kind, "hidden_size": head.in_features}) + "\n")
+    about = {"kind": kind, "hidden_size": head.in_features, "out_features": head.out_features, **info}
+    write_text_atomic(path.with_suffix(".json"), json.dumps(about) + "\n")
 
 
 def load_head(model, path: Path, name: str) -> nn.Linear:
-    """Attach the head saved at `path` to `model` as `model.<name>` (frozen, eval)."""
+    """Attach the head saved at `path` to `model` as `model.<name>` (frozen, eval); its output
+    width is the saved one."""
     path = Path(path)
     if not path.is_file():
         raise DeltatuneError(f"{path} is missing: this run has no trained {name}")
@@ -120,7 +149,7 @@ def load_head(model, path: Path, name: str) -> nn.Linear:
     if tensors["weight"].shape[1] != hidden_size(model):
         raise DeltatuneError(f"{path}: head of width {tensors['weight'].shape[1]} does not fit a model of hidden "
                              f"size {hidden_size(model)}")
-    head = attach_scalar_head(model, name)
+    head = attach_linear_head(model, name, int(tensors["weight"].shape[0]))
     head.load_state_dict(tensors)
     head.requires_grad_(False)
     return head

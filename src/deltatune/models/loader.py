@@ -1,6 +1,8 @@
-"""Load causal LMs and tokenizers from an embedded alias, a local HF folder or a hub id.
+"""Load causal LMs, encoders and tokenizers from an embedded alias, a local HF folder or a hub id.
 
     model, tokenizer = load_causal_lm(ModelConfig(name="smollm2-135m"))
+    model, tokenizer = load_encoder(ModelConfig(name="minilm-l6"))    # a bare BERT-style encoder
+    is_encoder(ModelConfig(name="minilm-l6"))                          # True: no causal LM
 
 Weights load in the configured dtype (fp32 by default: this project's CPUs have no fast bf16)
 on the configured device (`model.device`, default `auto`: the GPU when torch sees one), in eval
@@ -17,7 +19,7 @@ import torch
 
 from deltatune.errors import DeltatuneError
 from deltatune.models.device import DTYPES, resolve_device
-from deltatune.models.embedded import embedded_path, is_embedded
+from deltatune.models.embedded import EMBEDDED, embedded_path, is_embedded
 
 
 def resolve_model_path(name: str) -> str:
@@ -35,7 +37,7 @@ def resolve_model_path(name: str) -> str:
     if looks_like_path or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise DeltatuneError(
             f"model.name {name!r}: no such folder, and not an embedded model "
-            f"(embedded: smollm2-135m). Point model.name at a local HF model folder."
+            f"(embedded: {', '.join(EMBEDDED)}). Point model.name at a local HF model folder."
         )
     return name  # a hub id; transformers downloads it when online
 
@@ -78,6 +80,49 @@ def load_causal_lm(model_cfg, device: str | torch.device | None = None, dtype: s
         )
     except OSError as err:
         raise DeltatuneError(f"could not load model {model_cfg.name!r} from {path}: {err}") from err
+    tokenizer = load_tokenizer(path, model_cfg.trust_remote_code)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device).eval(), tokenizer
+
+
+def is_encoder(model_cfg) -> bool:
+    """Is `model.name` a bidirectional encoder (BERT, RoBERTa, MiniLM, ...) rather than a causal
+    LM? True for an architecture transformers knows as a masked LM, not marked as a decoder,
+    and not in its causal-LM table under its own name (BERT is there too, as BertLMHeadModel,
+    but its saved `architectures` say BertModel / BertForMaskedLM). A run dir is never one here:
+    it loads as a merged causal base (deltatune.models.runs)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    from deltatune.models.runs import is_run_dir
+
+    if is_run_dir(model_cfg.name):
+        return False
+    config = AutoConfig.from_pretrained(resolve_model_path(model_cfg.name), trust_remote_code=model_cfg.trust_remote_code)
+    if getattr(config, "is_decoder", False):
+        return False
+    if any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel") for arch in (config.architectures or [])):
+        return False
+    return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def load_encoder(model_cfg, device: str | torch.device | None = None, dtype: str | None = None):
+    """(bare encoder, tokenizer) for a `ModelConfig` naming an encoder, in eval mode on `device`
+    in `dtype` (defaults: the config's). The encoder's own pooler (BERT's dense + tanh over
+    [CLS], trained for next-sentence prediction) is dropped: a classification head pools the
+    hidden states itself, and an unused layer would only collect method modules."""
+    from transformers import AutoModel
+
+    path = resolve_model_path(model_cfg.name)
+    device = resolve_device(device if device is not None else model_cfg.device)
+    try:
+        model = AutoModel.from_pretrained(path, dtype=DTYPES[dtype or model_cfg.dtype],
+                                          trust_remote_code=model_cfg.trust_remote_code, use_safetensors=True)
+    except OSError as err:
+        raise DeltatuneError(f"could not load encoder {model_cfg.name!r} from {path}: {err}") from err
+    if isinstance(getattr(model, "pooler", None), torch.nn.Module):
+        model.pooler = None
     tokenizer = load_tokenizer(path, model_cfg.trust_remote_code)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

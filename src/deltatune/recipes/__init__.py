@@ -13,4 +13,5 @@ RECIPES: dict[str, str] = {
     "dpo": "deltatune.recipes.dpo",  # preference optimisation: DPO, IPO, hinge, SimPO, ORPO
     "ppo": "deltatune.recipes.ppo",  # RLHF: rollouts, reward, KL-shaped GAE, clipped PPO updates
     "grpo": "deltatune.recipes.grpo",  # group-relative policy optimisation, no value model
+    "cls": "deltatune.recipes.cls",  # sequence classification: encoder or decoder + a K-way head
 }

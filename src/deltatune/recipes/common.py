@@ -154,8 +154,8 @@ def method_report(model) -> dict | None:
 
 
 def finish_report(run_dir: Path, before: dict | None, after: dict, extra: dict, model=None) -> None:
-    """Write eval.json (with the method's own report when it has one) and loss.png, print the
-    before/after table and the run dir."""
+    """Write eval.json (with the method's own report when it has one), loss.png and report.html,
+    print the before/after table and the run dir."""
     from deltatune.eval import report
 
     own = method_report(model) if model is not None else None
@@ -167,6 +167,18 @@ def finish_report(run_dir: Path, before: dict | None, after: dict, extra: dict, 
         report.plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
     except Exception as err:  # a plot must never fail a finished run
         say(f"(loss plot skipped: {err})")
+    write_run_page(run_dir)
     if after or before:
         print(report.comparison_table(before, after))
     print(f"run dir: {run_dir}")
+
+
+def write_run_page(run_dir: Path) -> None:
+    """RUN_DIR/report.html (deltatune.reports), after eval.json; a report must never fail a
+    finished run, so a failure is a printed note."""
+    try:
+        from deltatune.reports import write_run_page as write_page
+
+        say(f"report: {write_page(run_dir)}")
+    except Exception as err:  # noqa: BLE001 - the run is done; `deltatune report RUN_DIR` retries
+        say(f"(report.html skipped: {type(err).__name__}: {err}; rerun `deltatune report {run_dir}`)")

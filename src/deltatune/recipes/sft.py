@@ -76,7 +76,7 @@ def load_datasets(cfg, tokenizer, base_model=None) -> SftData:
     if data.replay:
         train_set, notes["replay"] = _with_replay(train_set, cfg, tokenizer, base_model)
     # test / probe are loaded by the evaluator; read them now so a typo fails before training
-    for spec in (data.test, data.probe, data.forgetting_prompts):
+    for spec in (data.test, data.probe, data.forgetting_prompts, *cfg.eval.extra.values()):
         if spec:
             load_records(spec)
     return SftData(train_set, val_set, val_records, notes)
@@ -118,7 +118,7 @@ def evaluation_splits(cfg, run_dir: Path) -> dict[str, str]:
     """{split: spec} the run is measured on: the config's, plus the carved validation file."""
     from deltatune.eval.runner import splits_from_config
 
-    splits = splits_from_config(cfg.data)
+    splits = splits_from_config(cfg.data, cfg.eval)  # + eval.extra
     heldout = run_dir / HELDOUT_VAL
     if "val" not in splits and heldout.is_file():
         splits["val"] = str(heldout)

@@ -135,7 +135,7 @@ def run_rl(model, installed, tokenizer, prompts: list[dict], cfg, run_dir: Path,
     stepper = OptimiserStep(model, installed, cfg.train, iterations * cfg.rl.ppo_epochs, loss_fn,
                             units=lambda b: int(response_mask(b["labels"]).sum()))
     controller = kl_controller(cfg.rl)
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    log = MetricsLog(run_dir / "metrics.jsonl", tensorboard=cfg.logging.tensorboard)
     state = TrainState()
     if resume_from is not None:
         state = load_checkpoint(resume_from, installed, stepper.optimizer, stepper.scheduler)

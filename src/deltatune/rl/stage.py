@@ -81,6 +81,7 @@ def finish_stage(stage: Stage, cfg, result, extra: dict | None = None) -> Path:
         say(f"(rl plot skipped: {err})")
     body = {"before": stage.before, "after": after, "steps": result.state.step, "rl": cfg.rl.model_dump(), **(extra or {})}
     write_eval_json(stage.run_dir / "eval.json", body)
+    common.write_run_page(stage.run_dir)
     if stage.before and after:
         say(f"held-out mean reward: {stage.before['test']['mean_reward']:.4f} -> {after['test']['mean_reward']:.4f}")
     print(f"run dir: {stage.run_dir}")

@@ -165,6 +165,34 @@ class AdapterRegistry:
         return _active(entry.handle)
 
 
+class NoBaseRegistry:
+    """The registry of a server with no generation base (classifiers only): knows no model,
+    loads no adapter."""
+
+    base_name = None
+
+    def names(self) -> list[str]:
+        return []
+
+    def knows(self, name: str) -> bool:
+        return False
+
+    def source(self, name: str) -> None:
+        return None
+
+    def cards(self) -> list[dict]:
+        return []
+
+    def add(self, name: str, adapter_dir: Path, source: str):
+        raise DeltatuneError("this server has no base model to put adapters on (started without --model)")
+
+    def remove(self, name: str) -> None:
+        raise APIError(404, f"no adapter named {name!r} is loaded", param="name", code="model_not_found")
+
+    def activate(self, name: str):
+        raise APIError(404, f"the model {name!r} does not exist", param="model", code="model_not_found")
+
+
 @contextmanager
 def _active(handle):
     with handle.active():

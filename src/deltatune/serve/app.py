@@ -4,6 +4,8 @@
     # GET  /v1/models                  base + every loaded adapter
     # POST /v1/chat/completions        {"model", "messages", "stream"?, "temperature"?, ...}
     # POST /v1/completions             {"model", "prompt", ...}
+    # POST /v1/classify                {"model", "input": str | [str]}: a recipe: cls run's labels
+    #                                  and probabilities (deltatune.serve.classify)
     # POST /v1/adapters                {"name", "path"}: load an adapter under --adapter-root
     # DELETE /v1/adapters/{name}       unload it
     # GET  /health                     liveness (no auth)
@@ -28,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deltatune.errors import DeltatuneError
 from deltatune.generation import SamplingParams, chat_prompt_ids
 from deltatune.serve.adapters import checked_path
+from deltatune.serve.classify import install_classify_route
 from deltatune.serve.protocol import (
     AdapterLoadRequest, APIError, ChatRequest, CompletionRequest, chat_chunk, chat_response,
     completion_chunk, completion_response, error_body, model_card, new_id, parse_body, sse, usage_chunk,
@@ -53,6 +56,7 @@ def create_app(state) -> FastAPI:
     _install_error_handlers(app)
     _install_model_routes(app, state)
     _install_generation_routes(app, state)
+    install_classify_route(app, state, read_body)
     return app
 
 
@@ -120,11 +124,11 @@ def _install_model_routes(app: FastAPI, state) -> None:
 
     @app.get("/v1/models")
     async def list_models():
-        return {"object": "list", "data": state.registry.cards()}
+        return {"object": "list", "data": state.registry.cards() + state.classifiers.cards()}
 
     @app.get("/v1/models/{name}")
     async def get_model(name: str):
-        for card in state.registry.cards():
+        for card in state.registry.cards() + state.classifiers.cards():
             if card["id"] == name:
                 return card
         raise _unknown_model(name, state)
@@ -133,6 +137,9 @@ def _install_model_routes(app: FastAPI, state) -> None:
     async def load_adapter(request: Request):
         body = parse_body(await read_body(request, state.settings.max_body_bytes), AdapterLoadRequest)
         adapter_dir = checked_path(body.path, state.settings.adapter_root)
+        if state.classifiers.get(body.name) is not None:
+            raise APIError(409, f"a classifier named {body.name!r} is loaded; pick another name", param="name",
+                           code="model_exists")
         entry = await _on_worker(state, lambda: state.registry.add(body.name, adapter_dir, "api"))
         return model_card(entry.name, entry.created, parent=state.registry.base_name, kind="adapter")
 
@@ -157,7 +164,8 @@ async def _on_worker(state, fn):
 
 
 def _unknown_model(name: str, state) -> APIError:
-    return APIError(404, f"the model {name!r} does not exist; loaded: {', '.join(state.registry.names())}",
+    loaded = state.registry.names() + state.classifiers.names()
+    return APIError(404, f"the model {name!r} does not exist; loaded: {', '.join(loaded)}",
                     param="model", code="model_not_found")
 
 
@@ -195,6 +203,9 @@ def _install_generation_routes(app: FastAPI, state) -> None:
 
 def _check_model(name: str, state) -> None:
     if not state.registry.knows(name):
+        if state.classifiers.get(name) is not None:
+            raise APIError(400, f"the model {name!r} is a classifier: POST /v1/classify with "
+                           f'{{"model": "{name}", "input": "..."}}', param="model", code="not_a_generator")
         raise _unknown_model(name, state)
 
 

@@ -69,8 +69,14 @@ def _flush(write, text: str) -> None:
 
 def run_chat(args) -> int:
     """Entry point of `deltatune chat`."""
+    from deltatune.classify.predictor import is_cls_run
+    from deltatune.errors import DeltatuneError
     from deltatune.models.runs import load_target
 
+    if is_cls_run(args.target):
+        raise DeltatuneError(f"{args.target} is a classifier (recipe: cls), it does not chat: "
+                             f'deltatune generate {args.target} "TEXT" prints its label, or serve it with '
+                             f"deltatune serve --classifier NAME={args.target}")
     loaded = load_target(args.target)
     context = getattr(loaded.model.config, "max_position_embeddings", None) or 2048
     params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature,

@@ -4,6 +4,9 @@
     deltatune serve --model smollm2-135m --adapter-root runs --watch-dir runs/live --api-key S3CRET
     curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
          -d '{"model": "support", "messages": [{"role": "user", "content": "Hi"}]}'
+    deltatune serve --classifier intents=runs/minilm_cls_lora      # a recipe: cls run at POST /v1/classify
+    curl http://127.0.0.1:8000/v1/classify -H 'Content-Type: application/json' \\
+         -d '{"model": "intents", "input": ["where is my parcel?", "I forgot my password"]}'
     deltatune chat runs/support
 
 The server binds 127.0.0.1 unless --host says otherwise; with --api-key (or env
@@ -24,10 +27,13 @@ def register(subparsers) -> None:
         "serve", help="OpenAI-compatible HTTP server over a base model and named adapters",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--model", required=True, help="base model: embedded alias, HF folder or hub id")
+    serve.add_argument("--model", help="base model to generate with: embedded alias, HF folder or hub id "
+                       "(optional when only --classifier runs are served)")
     serve.add_argument("--model-name", help="name clients use for the base (default: alias or folder name)")
     serve.add_argument("--adapter", action="append", default=[], metavar="NAME=RUN_DIR",
                        help="serve a run's adapter (or an adapter folder) as model NAME; repeatable")
+    serve.add_argument("--classifier", action="append", default=[], metavar="NAME=RUN_DIR",
+                       help="serve a recipe: cls run at POST /v1/classify as model NAME (its own base); repeatable")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (env DELTATUNE_API_KEY)")
@@ -56,15 +62,15 @@ def register(subparsers) -> None:
     chat.set_defaults(func=_chat)
 
 
-def parse_adapters(items: list[str]) -> dict[str, str]:
+def parse_adapters(items: list[str], flag: str = "--adapter") -> dict[str, str]:
     """["name=path", ...] -> {name: path}; duplicates and malformed items are errors."""
     adapters: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise DeltatuneError(f"--adapter {item!r} must look like NAME=RUN_DIR")
+            raise DeltatuneError(f"{flag} {item!r} must look like NAME=RUN_DIR")
         if name in adapters:
-            raise DeltatuneError(f"--adapter name {name!r} given twice")
+            raise DeltatuneError(f"{flag} name {name!r} given twice")
         adapters[name] = path
     return adapters
 
@@ -97,7 +103,8 @@ def _serve(args) -> int:
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         print(f"[deltatune serve] warning: listening on {settings.host} without --api-key: "
               f"anyone who can reach this port can use the model", flush=True)
-    serve(build_state(args.model, parse_adapters(args.adapter), settings))
+    serve(build_state(args.model, parse_adapters(args.adapter), settings,
+                      classifiers=parse_adapters(args.classifier, "--classifier")))
     return 0
 
 

@@ -2,6 +2,7 @@
 
     settings = ServeSettings(port=8000, api_key="s3cret")
     state = build_state("smollm2-135m", {"support": "runs/support"}, settings)
+    state = build_state(None, {}, settings, classifiers={"intents": "runs/cls"})   # classifiers only
     serve(state)                                  # blocks, like `deltatune serve`
 
     handle = start_in_thread(state, port=0)       # tests and benchmarks: a real server on a free port
@@ -11,6 +12,9 @@
 The base model is loaded once (fp32 on CPU, safetensors only, `trust_remote_code` off unless
 `settings.trust_remote_code`); `--adapter NAME=RUN_DIR` adapters are loaded before the first
 request is accepted, so a bad adapter fails the command at start, not at the first request.
+Classifier runs (`recipe: cls`, served at POST /v1/classify: deltatune.serve.classify) load
+whole, each with its own base; an `--adapter` pointing at one is served as a classifier. With
+classifiers only, no generation base is needed (`base` None).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltatune.errors import DeltatuneError
-from deltatune.serve.adapters import AdapterRegistry, DirectoryWatcher, resolve_adapter_dir, valid_name
+from deltatune.serve.adapters import AdapterRegistry, DirectoryWatcher, NoBaseRegistry, resolve_adapter_dir, valid_name
+from deltatune.serve.classify import ClassifierSet
 from deltatune.serve.worker import GenerationWorker
 
 
@@ -50,14 +55,16 @@ class ServeSettings:
 class ServerState:
     """Everything the app needs: model, tokenizers, registry, worker, watcher, settings."""
 
-    def __init__(self, model, tokenizer, base_name: str, settings: ServeSettings):
+    def __init__(self, model, tokenizer, base_name: str | None, settings: ServeSettings):
         self.settings = settings
         self.model, self.tokenizer = model, tokenizer
         # The HTTP side tokenises on the event-loop thread while the worker decodes: a fast
         # tokenizer's Rust state is not safe to share across threads, so each side owns a copy.
         self.http_tokenizer = copy.deepcopy(tokenizer)
-        self.context_len = getattr(model.config, "max_position_embeddings", None)
-        self.registry = AdapterRegistry(model, base_name)
+        self.context_len = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        # no generation base (classifiers only): every generation request is a 404 / 400
+        self.registry = AdapterRegistry(model, base_name) if model is not None else NoBaseRegistry()
+        self.classifiers = ClassifierSet()
         self.worker = GenerationWorker(model, tokenizer, self.registry, settings.max_batch, settings.max_queue)
         self.watcher = None
         if settings.watch_dir is not None:
@@ -88,21 +95,41 @@ def base_display_name(name: str) -> str:
     return path.name if path.is_dir() else name
 
 
-def build_state(base: str, adapters: dict[str, str], settings: ServeSettings) -> ServerState:
-    """Load the base (alias, HF folder or hub id) and the named adapters; nothing runs yet."""
+def build_state(base: str | None, adapters: dict[str, str], settings: ServeSettings,
+                classifiers: dict[str, str] | None = None) -> ServerState:
+    """Load the base (alias, HF folder or hub id; None: classifiers only), the named adapters
+    and the classifier runs (an adapter that is a `recipe: cls` run joins them); nothing runs yet."""
+    from deltatune.classify.predictor import is_cls_run
     from deltatune.config import ModelConfig
     from deltatune.models.loader import load_causal_lm
 
-    for name in adapters:
-        if not valid_name(name):
-            raise DeltatuneError(f"--adapter name {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}")
-    model, tokenizer = load_causal_lm(ModelConfig(name=base, trust_remote_code=settings.trust_remote_code))
-    base_name = settings.model_name or base_display_name(base)
-    if base_name in adapters:
-        raise DeltatuneError(f"--adapter name {base_name!r} is the base model's name; pick another")
+    classifiers = dict(classifiers or {})
+    for name, path in list(adapters.items()):
+        if is_cls_run(path):  # a classifier run: served at /v1/classify, not over the base
+            if name in classifiers:
+                raise DeltatuneError(f"model name {name!r} given twice (--adapter and --classifier)")
+            classifiers[name] = adapters.pop(name)
+    for flag, names in (("--adapter", adapters), ("--classifier", classifiers)):
+        for name in names:
+            if not valid_name(name):
+                raise DeltatuneError(f"{flag} name {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}")
+    if base is None and not classifiers:
+        raise DeltatuneError("nothing to serve: give --model (a base to generate with) and/or --classifier NAME=RUN_DIR")
+    if base is None and adapters:
+        raise DeltatuneError(f"--adapter {', '.join(adapters)} needs a base model to sit on: add --model")
+    base_name = (settings.model_name or base_display_name(base)) if base is not None else None
+    taken = [n for n in classifiers if n in adapters or n == base_name]
+    if base_name in adapters or taken:
+        raise DeltatuneError(f"model name {(taken or [base_name])[0]!r} is used twice (base, --adapter, "
+                             f"--classifier); pick another")
+    model = tokenizer = None
+    if base is not None:
+        model, tokenizer = load_causal_lm(ModelConfig(name=base, trust_remote_code=settings.trust_remote_code))
     state = ServerState(model, tokenizer, base_name, settings)
     for name, path in adapters.items():
         state.add_adapter_now(name, path)
+    for name, path in classifiers.items():
+        state.classifiers.add(name, path)
     return state
 
 
@@ -127,7 +154,8 @@ def serve(state: ServerState) -> None:
     """Run until Ctrl-C, printing where the server listens and what it serves."""
     s = state.settings
     server = create_server(state)
-    print(f"[deltatune serve] http://{s.host}:{s.port}/v1  models: {', '.join(state.registry.names())}"
+    print(f"[deltatune serve] http://{s.host}:{s.port}/v1  models: "
+          f"{', '.join(state.registry.names() + state.classifiers.names())}"
           f"{'  (API key required)' if s.api_key else ''}", flush=True)
     server.run()
 

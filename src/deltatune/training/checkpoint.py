@@ -80,8 +80,10 @@ def _to_tuples(obj):
     return tuple(_to_tuples(x) for x in obj) if isinstance(obj, list) else obj
 
 
-def save_checkpoint(run_dir, state: TrainState, installed, optimizer, scheduler, keep: int = 2) -> Path:
-    """Write `checkpoints/step-N` atomically, then prune to the newest `keep` checkpoints."""
+def save_checkpoint(run_dir, state: TrainState, installed, optimizer, scheduler, keep: int = 2,
+                    optimizer_state: dict | None = None) -> Path:
+    """Write `checkpoints/step-N` atomically, then prune to the newest `keep` checkpoints.
+    `optimizer_state` replaces `optimizer.state_dict()` (fsdp: the shards gathered)."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step-{state.step}"
     if final.exists():  # same step already saved (e.g. periodic save == final save)
@@ -92,7 +94,7 @@ def save_checkpoint(run_dir, state: TrainState, installed, optimizer, scheduler,
     tensors, plain = _rng_state()
     with atomic_dir(final, tmp_name=f".tmp-step-{state.step}") as tmp:
         save_file(state_tensors(installed), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(tensors, tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({**dataclasses.asdict(state), "rng": plain}))
@@ -147,10 +149,8 @@ def load_checkpoint(path, installed, optimizer=None, scheduler=None, restore_rng
     """Load the method's state (+ optimiser, scheduler, RNG) from `path`; returns its TrainState."""
     path = Path(path)
     _load_state(path, installed)
-    if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    if scheduler is not None:
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    if optimizer is not None or scheduler is not None:
+        load_optimiser(path, optimizer, scheduler)
     payload = json.loads((path / "state.json").read_text())
     rng = payload.pop("rng")
     if restore_rng:
@@ -162,6 +162,17 @@ def load_checkpoint(path, installed, optimizer=None, scheduler=None, restore_rng
         kind, keys, pos, has_gauss, cached = rng["numpy"]
         np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     return TrainState(**payload)
+
+
+def load_optimiser(path, optimizer=None, scheduler=None, load_state=None) -> None:
+    """The optimiser and schedule of checkpoint `path`; `load_state(optimizer, state)` replaces
+    `optimizer.load_state_dict` (fsdp: split into shards)."""
+    path = Path(path)
+    if optimizer is not None:
+        state = torch.load(path / "optimizer.pt", weights_only=True)
+        (load_state or type(optimizer).load_state_dict)(optimizer, state)
+    if scheduler is not None:
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
 
 
 def _load_state(path: Path, installed) -> None:

@@ -15,6 +15,8 @@ needs to replay the same data. The blocks:
     MetricsLog, progress bar     metrics.jsonl rows and a bar with loss, lr, tokens/s, ETA
     ProcessGroup (distributed.py) under torchrun: this process's share of each micro-batch,
                                  gradients summed over processes; only rank 0 writes
+    shard_for_run (fsdp.py)      train.distributed=fsdp: the decoder blocks' weights, gradients
+                                 and optimiser state split over the processes (FSDP2)
 
 `objective` is the recipe's (deltatune.training.objective: loss, its unit, collation, the
 validation number; the LM loss by default); `installed` is the method on the model.
@@ -29,8 +31,9 @@ from pathlib import Path
 from deltatune.data import BucketedBatches, collate
 from deltatune.errors import DeltatuneError
 from deltatune.training.budget import Budget, plan_budget, resolved_train_config, train_batch_size
-from deltatune.training import distributed
-from deltatune.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from deltatune.training import distributed, fsdp
+from deltatune.training.checkpoint import (TrainState, latest_checkpoint, load_checkpoint, load_optimiser,
+                                           save_checkpoint)
 from deltatune.training.metrics import MetricsLog
 from deltatune.training.objective import LM_OBJECTIVE, Objective
 from deltatune.training.progress import progress_bar, say, show
@@ -81,16 +84,25 @@ def _non_finite(err: NonFinite, step: int, run_dir: Path) -> DeltatuneError:
     )
 
 
-def _save(run_dir, state, installed, stepper: OptimiserStep, keep) -> None:
-    for name, tensor in installed.state().items():  # never persist a poisoned model
-        if tensor.is_floating_point() and not tensor.isfinite().all():
-            raise DeltatuneError(f"trainable weight {name} is not finite at step {state.step}; "
-                                 f"not saving a checkpoint. Lower train.lr.")
-    save_checkpoint(run_dir, state, installed, stepper.optimizer, stepper.scheduler, keep=keep)
+def _save(run_dir, state, installed, stepper: OptimiserStep, keep, writes: bool = True) -> None:
+    """Called on every process (fsdp gathers the shards: a collective); `writes` on rank 0."""
+    sharding = stepper.sharding
+    with sharding.gathered():
+        optimizer_state = sharding.optimizer_state(stepper.optimizer) if sharding.active else None
+        if not writes:
+            return
+        for name, tensor in installed.state().items():  # never persist a poisoned model
+            if tensor.is_floating_point() and not tensor.isfinite().all():
+                raise DeltatuneError(f"trainable weight {name} is not finite at step {state.step}; "
+                                     f"not saving a checkpoint. Lower train.lr.")
+        save_checkpoint(run_dir, state, installed, stepper.optimizer, stepper.scheduler, keep=keep,
+                        optimizer_state=optimizer_state)
 
 
-def _resume(path, installed, stepper: OptimiserStep, train_cfg, log: MetricsLog) -> TrainState:
-    state = load_checkpoint(path, installed, stepper.optimizer, stepper.scheduler)
+def _resume(path, state: TrainState, stepper: OptimiserStep, train_cfg, log: MetricsLog) -> TrainState:
+    """The optimiser and schedule of checkpoint `path` (its weights and RNG were loaded before
+    the model was sharded: `load_checkpoint`)."""
+    load_optimiser(path, stepper.optimizer, stepper.scheduler, stepper.sharding.load_optimizer_state)
     stepper.set_base_lr(train_cfg.lr, state.step)
     log.truncate_after(state.step)
     log.write("resume", step=state.step, checkpoint=str(path))
@@ -113,17 +125,24 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
     say(f"budget: {total_steps} optimiser steps ({budget.epochs:.2f} epochs, batches of {budget.batch_size}), "
         f"warm-up {budget.warmup_steps}; "
         f"{budget.rule}")
-    log = MetricsLog(run_dir / "metrics.jsonl", enabled=group.is_main)
+    log = MetricsLog(run_dir / "metrics.jsonl", enabled=group.is_main, tensorboard=cfg.logging.tensorboard)
     if resume_from is None and installed.hooks.prepare is not None:  # resumed: the checkpoint has it
         summary = installed.hooks.prepare(b for _, _, b in micro_batches(sampler, train_set, pad_id, 0, 0, objective.collate))
         say(f"method prepared on the training data: {summary}")
         log.write("prepare", step=0, **(summary or {}))
-    stepper = OptimiserStep(model, installed, tc, total_steps, objective.loss_fn, objective.units, group)
+    # a resumed run's weights and RNG go in before fsdp shards the model (optimiser state after)
+    state = load_checkpoint(resume_from, installed) if resume_from is not None else TrainState()
+    sharding = fsdp.shard_for_run(model, installed, tc, group)
+    stepper = OptimiserStep(model, installed, tc, total_steps, objective.loss_fn, objective.units, group, sharding)
     validator = Validator(model, val_set, installed, run_dir, tc, pad_id, cfg.model.dtype, log, objective,
-                          writes=group.is_main)
-    state = _resume(resume_from, installed, stepper, tc, log) if resume_from is not None else TrainState()
-    if resume_from is None:
+                          writes=group.is_main, sharding=sharding)
+    if resume_from is not None:
+        _resume(resume_from, state, stepper, tc, log)
+    else:
         log.write("budget", step=0, **budget.as_dict())
+    if sharding.summary():
+        log.write("sharding", step=state.step, **sharding.summary())
+        say(f"sharded: {sharding.summary()}")
     speed = prepare_for_training(model, tc, cfg.model.dtype)  # after prepare / resume: the method is ready
     if speed:
         log.write("speed", step=state.step, **speed)
@@ -155,8 +174,8 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
             log.write("train", step=state.step, loss=result.loss, lr=result.lr, tokens_per_s=round(tokens_per_s, 1),
                       grad_norm=result.grad_norm, epoch=round(epoch, 4), tokens=result.tokens)
         stop = validator.validate(state) if validator.due(state.step) else False
-        if tc.save_every and state.step % tc.save_every == 0 and group.is_main:
-            _save(run_dir, state, installed, stepper, tc.keep_checkpoints)
+        if tc.save_every and state.step % tc.save_every == 0:
+            _save(run_dir, state, installed, stepper, tc.keep_checkpoints, writes=group.is_main)
         if stop:
             stop_reason = "early_stop"
             log.write("early_stop", step=state.step, best_val_loss=state.best_val_loss,
@@ -165,10 +184,11 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
             break
     bar.close()
     val = validator.final(state)
-    if not group.is_main:  # rank 0 writes the checkpoint and evaluates; the weights are the same
+    _save(run_dir, state, installed, stepper, tc.keep_checkpoints, writes=group.is_main)
+    sharding.gather_for_good()  # fsdp: whole weights everywhere, so rank 0 can go on alone
+    if not group.is_main:  # rank 0 evaluates and saves the method; the weights are the same
         model.eval()
         return TrainResult(state, total_steps, stop_reason, val, budget=budget)
-    _save(run_dir, state, installed, stepper, tc.keep_checkpoints)
     restored = validator.restore_best(state, val)
     usage = resources(meter)
     log.write("end", step=state.step, reason=stop_reason, val_loss=val, **usage)

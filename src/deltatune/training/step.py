@@ -24,6 +24,7 @@ import torch
 from deltatune.data.labels import IGNORE_INDEX
 from deltatune.models.device import autocast_for, model_device
 from deltatune.training.distributed import ProcessGroup
+from deltatune.training.fsdp import NoSharding
 from deltatune.training.optim import build_optimizer, build_scheduler
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, int]]
@@ -54,9 +55,11 @@ class OptimiserStep:
     """AdamW over the installed method's trainable tensors, and the schedule (see module docstring)."""
 
     def __init__(self, model, installed, train_cfg, total_steps: int, loss_fn: LossFn,
-                 units: Callable[[dict], int] = labelled_tokens, group: ProcessGroup | None = None):
+                 units: Callable[[dict], int] = labelled_tokens, group: ProcessGroup | None = None,
+                 sharding: NoSharding | None = None):
         self.model, self.installed, self.cfg = model, installed, train_cfg
         self.group = group or ProcessGroup()  # several processes: each holds a share of every batch
+        self.sharding = sharding or NoSharding()  # fsdp: the blocks' weights split over the processes
         self.loss_fn, self.units = loss_fn, units
         self.hooks = installed.hooks
         if self.hooks.begin is not None:
@@ -102,8 +105,9 @@ class OptimiserStep:
         """Accumulate, guard, clip, update, schedule; `step_number` = steps done after this one."""
         lr = self.lr
         loss, tokens = self.accumulate(batches, dtype)
-        self.group.all_reduce_grads(self.params)  # the whole batch's gradient on every process
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or float("inf")))
+        # the whole batch's gradient on every process (fsdp reduce-scatters the blocks' own)
+        self.group.all_reduce_grads(self.sharding.replicated(self.params))
+        grad_norm = self.sharding.clip_grad_norm(self.params, self.cfg.max_grad_norm or float("inf"))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFinite("the gradient norm", "grad_norm", grad_norm, lr)

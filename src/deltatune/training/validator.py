@@ -41,9 +41,12 @@ class Validator:
     """Held-out loss, early stopping and best-weights bookkeeping for one run (see module docstring)."""
 
     def __init__(self, model, val_set, installed, run_dir: Path, train_cfg, pad_id: int, dtype: str, log: MetricsLog,
-                 objective=None, writes: bool = True):
+                 objective=None, writes: bool = True, sharding=None):
+        from deltatune.training.fsdp import NoSharding
+
         self.model, self.val_set, self.installed = model, val_set, installed
         self.writes = writes  # False on every process but rank 0: each measures, one keeps the weights
+        self.sharding = sharding or NoSharding()  # fsdp: every process gathers, rank 0 keeps them
         self.run_dir, self.cfg, self.pad_id, self.dtype, self.log = Path(run_dir), train_cfg, pad_id, dtype, log
         self.objective = objective  # None: the LM loss (deltatune.training.objective)
         self.last: tuple[int, float] | None = None  # (step, val loss) of the latest validation
@@ -56,8 +59,10 @@ class Validator:
         val = self._measure()
         self.last = (state.step, val)
         stop = record_val(state, val, self.cfg.early_stopping_patience)
-        if self.cfg.restore_best and state.bad_evals == 0 and self.writes:  # a new best
-            save_best(self.run_dir, self.installed, state.step, val)
+        if self.cfg.restore_best and state.bad_evals == 0:  # a new best (the same verdict on every process)
+            with self.sharding.gathered():
+                if self.writes:
+                    save_best(self.run_dir, self.installed, state.step, val)
         self.log.write("val", step=state.step, val_loss=val, best_val_loss=state.best_val_loss)
         say(f"step {state.step}: val loss {val:.4f} (best {state.best_val_loss:.4f})")
         return stop
