@@ -326,8 +326,9 @@ class Config(Section):
 # Loading, overrides, errors
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read YAML, apply `a.b=value` overrides, validate; DeltatuneError names what is wrong."""
+def read_config_yaml(path: str | Path) -> dict:
+    """A config file's raw mapping of sections (not validated); DeltatuneError when the file is
+    missing, not YAML, or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise DeltatuneError(f"config file not found: {path}")
@@ -337,6 +338,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise DeltatuneError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise DeltatuneError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read YAML, apply `a.b=value` overrides, validate; DeltatuneError names what is wrong."""
+    path = Path(path)
+    raw = read_config_yaml(path)
     for item in overrides or []:
         apply_override(raw, item)
     return validate_config(raw, source=str(path))

@@ -25,9 +25,8 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from deltatune.config import Config, apply_override, validate_config
+from deltatune.config import read_config_yaml as read_yaml
 from deltatune.errors import DeltatuneError
 
 REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "smollm2"  # a source checkout's ready YAMLs
@@ -103,18 +102,6 @@ def parse_per_method(items: list[str] | None, methods: list[str]) -> dict[str, l
             raise DeltatuneError(f"--set {item!r}: {method!r} is not among --methods ({', '.join(methods)})")
         out.setdefault(method, []).append(override)
     return out
-
-
-def read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise DeltatuneError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise DeltatuneError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise DeltatuneError(f"{path}: the top level must be a mapping of sections")
-    return raw
 
 
 def method_settings(base: dict, config_path: Path, method: str, search: list[Path]) -> MethodSettings:
