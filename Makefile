@@ -39,7 +39,7 @@ demo: setup
 	$(BIN)/deltatune train configs/smollm2/sft_lora.yaml output.dir=runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 clean:
 	rm -rf $(VENV) runs

@@ -41,10 +41,12 @@ def overrides_for(method: str, overrides: list[str]) -> list[str]:
     return mine
 
 
-def run_one(method: str, overrides: list[str], seed: int, runs: Path) -> dict:
-    """Train one method (or reuse its finished run) and read its numbers back."""
+def run_one(method: str, overrides: list[str], seed: int, runs: Path, label: str | None = None) -> dict:
+    """Train one method (or reuse its finished run) and read its numbers back; `label` names the
+    run dir and the row when one method runs under several settings (default: the method)."""
     overrides = overrides_for(method, overrides)
-    out = runs / f"{method}-seed{seed}"
+    label = label or method
+    out = runs / f"{label}-seed{seed}"
     timing = out / "wall_seconds.json"
     if not ((out / "eval.json").is_file() and timing.is_file()):
         command = [sys.executable, "-m", "deltatune", "train", str(CONFIGS / f"sft_{method}.yaml"),
@@ -57,7 +59,7 @@ def run_one(method: str, overrides: list[str], seed: int, runs: Path) -> dict:
     report = json.loads((out / "eval.json").read_text())
     after, params, usage = report["after"], report.get("parameters", {}), report.get("resources") or {}
     return {
-        "method": method, "seed": seed, "overrides": overrides, "run_dir": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out),
+        "method": method, "label": label, "seed": seed, "overrides": overrides, "run_dir": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out),
         "steps": report["steps"], "trainable": params.get("trainable"), "total": params.get("total"),
         "peak_rss_mib": usage.get("peak_rss_mib"), "train_peak_rss_mib": usage.get("train_peak_rss_mib"),
         "train_seconds": usage.get("train_seconds"),
@@ -79,7 +81,7 @@ def markdown(rows: list[dict], overrides: list[str]) -> str:
     for r in rows:
         share = r["trainable"] / r["total"] if r.get("trainable") is not None and r.get("total") else None
         lines.append(
-            f"| {r['method']} | {num(r.get('trainable'), ',')} ({num(share, '.3f', 100)}%) "
+            f"| {r.get('label', r['method'])} | {num(r.get('trainable'), ',')} ({num(share, '.3f', 100)}%) "
             f"| {num(r.get('peak_rss_mib'), '.2f', 1 / 1024)} / {num(r.get('train_peak_rss_mib'), '.2f', 1 / 1024)} GiB | {num(r.get('train_seconds'), '.1f', 1 / 60)} min "
             f"| {num(r.get('tokens_per_s'), '.0f')} | {num(r['wall_seconds'], '.1f', 1 / 60)} min "
             f"| {num(r.get('test_before'), '.1f', 100)}% -> {num(r.get('test_after'), '.1f', 100)}% "
@@ -95,6 +97,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "methods")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "methods_smollm2")
+    parser.add_argument("--tag", default="", help="appended to each run's name (its dir and row): "
+                        "another setting of the same methods, e.g. --tag=-lr1e-3")
     args = parser.parse_args()
     missing = [m for m in args.methods if not (CONFIGS / f"sft_{m}.yaml").is_file()]
     if missing:
@@ -105,7 +109,7 @@ def main() -> None:
     rows = []
     for method in args.methods:
         for seed in args.seeds:
-            rows.append(run_one(method, args.overrides, seed, args.runs))
+            rows.append(run_one(method, args.overrides, seed, args.runs, label=method + args.tag))
             # written after every run: an interrupted sweep keeps its numbers
             write_json_atomic(args.out.with_suffix(".json"), {"overrides": args.overrides, "rows": rows})
             write_text_atomic(args.out.with_suffix(".md"), markdown(rows, args.overrides))

@@ -41,7 +41,8 @@ def base_config(tmp_path_factory, tiny_llama_dir):
 @pytest.fixture(scope="module")
 def three_methods(base_config):
     out = base_config.parent / "cmp3"
-    code = main(["compare", str(base_config), "--methods", "lora,ia3,bitfit", "--out", str(out), "train.max_steps=3"])
+    code = main(["compare", str(base_config), "--methods", "lora,ia3,bitfit", "--out", str(out), "train.max_steps=3",
+                 "--in-process"])
     assert code == 0
     return out
 
@@ -115,7 +116,7 @@ def test_a_rerun_reuses_finished_runs(three_methods, base_config):
 def test_two_seeds_give_mean_and_spread(base_config):
     out = base_config.parent / "seeds"
     summary = compare(str(base_config), "lora", seeds=2, out=str(out), overrides=["train.max_steps=2"],
-                      on_progress=lambda line: None)
+                      on_progress=lambda line: None, isolate=False)
     assert [r["name"] for r in summary["runs"]] == ["lora-seed0", "lora-seed1"]
     losses = [_eval(r["run_dir"])["final_val_loss"] for r in summary["runs"]]
     assert losses[0] != losses[1]  # the seeds differ (LoRA's init, the batch order)
@@ -131,7 +132,7 @@ def test_a_crashing_method_is_failed_and_the_others_complete_then_an_interrupted
     out = base_config.parent / "crash"
     # IA3 aimed at a module the model does not have: it fails when installed, lora does not
     code = main(["compare", str(base_config), "--methods", "ia3,lora", "--out", str(out), "train.max_steps=2",
-                 "--set", "ia3:method.targets=[no_such_proj]", "--set", "ia3:method.feedforward=[]"])
+                 "--set", "ia3:method.targets=[no_such_proj]", "--set", "ia3:method.feedforward=[]", "--in-process"])
     assert code == 1
     report = json.loads((out / "report.json").read_text())
     status = {r["method"]: r for r in report["runs"]}
@@ -155,6 +156,32 @@ def test_a_crashing_method_is_failed_and_the_others_complete_then_an_interrupted
     assert calls == [("ia3-seed0", False), ("lora-seed0", True)]  # the failed one is retried
     assert [r["status"] for r in summary["runs"]] == ["failed", "finished"]
     assert _eval(lora_dir)["after"] and _eval(lora_dir)["steps"] == 2
+
+
+def test_by_default_each_run_trains_in_its_own_process(base_config, capsys, monkeypatch):
+    """The default: `deltatune train` in a child per run. Training in this process is made to
+    fail, so only a run trained elsewhere can finish; the failing method's error is the child's."""
+    import deltatune.recipes.sft as sft
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("trained in the compare's own process")
+
+    monkeypatch.setattr(sft, "run", not_here)
+    out = base_config.parent / "isolated"
+    code = main(["compare", str(base_config), "--methods", "ia3,lora", "--out", str(out), "train.max_steps=2",
+                 "data.probe=null", "data.forgetting_prompts=null",
+                 "--set", "ia3:method.targets=[no_such_proj]", "--set", "ia3:method.feedforward=[]"])
+    assert code == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["isolated"] is True
+    status = {r["method"]: r for r in report["runs"]}
+    assert status["lora"]["status"] == "finished" and _eval(status["lora"]["run_dir"])["steps"] == 2
+    assert status["ia3"]["status"] == "failed"
+    assert status["ia3"]["error"].startswith("DeltatuneError: ") and "no_such_proj" in status["ia3"]["error"]
+    assert "no_such_proj" in status["ia3"]["traceback"]  # the child's output tail
+    assert "each run in its own process" in (out / "report.md").read_text()
+    assert (out / "configs" / "lora-seed0.yaml").is_file()
+    assert "run dir: " in capsys.readouterr().out  # the child's output is shown here
 
 
 def test_an_unknown_method_fails_before_any_run(base_config, capsys):

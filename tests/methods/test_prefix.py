@@ -196,3 +196,44 @@ def test_ready_config_loads(name):
     path = Path(__file__).parents[2] / "configs" / "smollm2" / f"sft_{name}.yaml"
     cfg = load_config(path)
     assert cfg.method.name == name and cfg.train.lr >= 1e-2
+
+
+# -- init_text: the prefix starts as the base model's own keys/values of a real text
+INIT_TEXT = "Answer questions about Veltrane."
+
+
+@pytest.mark.parametrize("cfg", [PTuningV2Config(num_virtual_tokens=9, init_text=INIT_TEXT),
+                                 PrefixConfig(num_virtual_tokens=9, prefix_projection=False, init_text=INIT_TEXT),
+                                 PrefixConfig(num_virtual_tokens=9, encoder_hidden_size=24, init_text=INIT_TEXT)],
+                         ids=["ptuning_v2", "prefix-table", "prefix-mlp"])
+def test_init_text_equals_writing_the_text_before_every_prompt(base, tiny_llama_dir, cfg):
+    """With init_text the tuned model starts exactly as the base reading the (repeated) text
+    first: same logits on the prompt's tokens (Li & Liang's real-word initialisation)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    ids = tokenizer(INIT_TEXT, add_special_tokens=False)["input_ids"]
+    assert len(ids) < 9  # repeated to fill the 9 virtual tokens
+    filled = (ids * 9)[:9]
+    prompt = torch.tensor([[5, 17, 230, 41, 8]])
+    with torch.no_grad():
+        reference = base(input_ids=torch.cat([torch.tensor([filled]), prompt], dim=1)).logits[:, 9:]
+    model = copy.deepcopy(base)
+    core.apply_method(model, cfg, tokenizer=tokenizer)
+    with torch.no_grad():
+        tuned = model(input_ids=prompt).logits
+    torch.testing.assert_close(tuned, reference, atol=1e-4, rtol=0)
+
+
+def test_init_text_is_checked(base, tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    with pytest.raises(DeltatuneError, match="init_text is .* tokens long"):
+        core.apply_method(copy.deepcopy(base), PTuningV2Config(num_virtual_tokens=2, init_text=INIT_TEXT),
+                          tokenizer=tokenizer)
+    with pytest.raises(DeltatuneError, match="encoder_hidden_size >= num_virtual_tokens"):
+        core.apply_method(copy.deepcopy(base), PrefixConfig(num_virtual_tokens=9, encoder_hidden_size=4,
+                                                            init_text=INIT_TEXT), tokenizer=tokenizer)
+    with pytest.raises(DeltatuneError, match="needs the tokenizer"):
+        core.apply_method(copy.deepcopy(base), PTuningV2Config(num_virtual_tokens=9, init_text=INIT_TEXT))

@@ -146,3 +146,39 @@ def test_d_out_of_range_is_a_clear_error(base):
         core.apply_method(copy.deepcopy(base), SAIDConfig(d=100_000))
     with pytest.raises(DeltatuneError, match="method.d=14 leaves nothing to project"):
         core.apply_method(copy.deepcopy(base), SAIDConfig(d=14))
+
+
+def test_one_projection_per_training_forward_and_one_for_all_of_generation(base, ids):
+    """Cost, not numbers: P theta (~1e8 entries on SmolLM2) is computed once per training
+    forward and shared by every layer through one split (a slice per tensor would make backward
+    build a full-size zero gradient per tensor: ~90 GB of traffic per SmolLM2 step), and under
+    no_grad it is kept until theta changes (not recomputed for every decoded token)."""
+    from deltatune.generation import SamplingParams, generate
+
+    model = copy.deepcopy(base)
+    core.apply_method(model, SAIDConfig(d=100))
+    params = model.said
+    calls = []
+    params.projection.register_forward_hook(lambda *args: calls.append(1))
+    model.train()
+    loss = all_logits(model, ids).square().mean()
+    assert len(calls) == 1
+    piece = params.projected(0)
+    assert type(piece.grad_fn).__name__.startswith("SplitWithSizesBackward"), piece.grad_fn
+    loss.backward()
+    model.eval()
+    calls.clear()
+
+    class _Tok:
+        pad_token_id, eos_token_id = 0, None
+
+        def decode(self, token_ids, skip_special_tokens=True):
+            return " ".join(map(str, token_ids))
+
+    with torch.no_grad():
+        generate(model, _Tok(), [ids[0].tolist()], SamplingParams(max_new_tokens=4))
+    assert len(calls) == 1  # one projection for the prompt and all four decoded tokens
+    with torch.no_grad():
+        params.theta.add_(0.1)  # a changed theta is projected again
+        all_logits(model, ids)
+    assert len(calls) == 2

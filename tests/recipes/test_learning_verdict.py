@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from deltatune.methods.registry import METHODS, get_method
 from deltatune.recipes import sft
 
 LEARNS = {"name": "full"}
@@ -71,3 +72,23 @@ def test_auto_batch_size_gives_a_small_set_small_batches(make_cfg):
     report = _report(run_dir)
     assert report["budget"]["batch_size"] == 2 and report["steps"] == 12
     assert "train.batch_size auto: 2" in report["budget"]["rule"]
+
+
+def test_the_advice_names_the_methods_own_capacity_key():
+    from deltatune.eval.verdict import learning_verdict
+
+    before, after = {"val": {"loss": 2.0}}, {"val": {"loss": 1.99}}
+    said = learning_verdict(before, after, capacity_hint=get_method("said").capacity_hint)
+    assert said["learned"] is False and any("method.d" in a for a in said["advice"])
+    assert not any("method.r" in a for a in said["advice"])
+    assert not any("method." in a for a in learning_verdict(before, after)["advice"])  # full: no capacity hint
+
+
+def test_every_capacity_hint_names_keys_the_method_has():
+    import re
+
+    for name in METHODS:
+        method = get_method(name)
+        for key in re.findall(r"method\.(\w+)", method.capacity_hint):
+            assert key in method.config_cls.model_fields, f"{name}: hint names method.{key}, not one of its keys"
+        assert method.capacity_hint or method.trains_base_weights and name == "full", name

@@ -17,13 +17,17 @@ from pathlib import Path
 
 def compare(config: str, methods: str, seeds: int = 1, out: str | None = None, overrides: list[str] | None = None,
             per_method: list[str] | None = None, method_configs: str | None = None, train_run=None,
-            on_progress=print) -> dict:
+            on_progress=print, isolate: bool = True) -> dict:
     """Plan (every config checked first), train or reuse each run, write the three reports;
-    returns the summary (report.json's content). Ctrl-C writes the reports so far, then stops."""
+    returns the summary (report.json's content). Ctrl-C writes the reports so far, then stops.
+    `isolate`: each run in its own `deltatune train` process (its peak memory its own); False
+    trains them all in this one (`--in-process`). `train_run` replaces both (tests)."""
     from deltatune.compare.plan import make_plan
-    from deltatune.compare.runner import Outcome, load_state, run_plan
+    from deltatune.compare.runner import Outcome, load_state, run_plan, train_in_subprocess, train_one
 
     plan = make_plan(config, methods, seeds, out, overrides, per_method, method_configs)
+    plan.isolated = isolate and train_run is None
+    train_run = train_run or (train_in_subprocess if isolate else train_one)
     on_progress(f"compare: {len(plan.methods)} methods x {len(plan.seeds)} seed(s) = {len(plan.runs)} runs "
                 f"-> {plan.out}")
     for method, settings in plan.settings.items():

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="METHOD:KEY=VALUE",
                    help="an override for one method's runs only, e.g. ia3:train.lr=0.05 (repeatable)")
     p.add_argument("--method-configs", metavar="DIR", help="folder of per-method YAMLs (<recipe>_<method>.yaml)")
+    p.add_argument("--in-process", action="store_true",
+                   help="train every run inside this process (no start-up per run; on a CPU a later run's peak "
+                        "memory then includes heap an earlier one left); default: each run its own process")
     p.set_defaults(func=_compare)
 
 
@@ -55,5 +58,5 @@ def _compare(args) -> int:
     from deltatune.compare import compare
 
     summary = compare(args.config, args.methods, seeds=args.seeds, out=args.out, overrides=args.overrides,
-                      per_method=args.set, method_configs=args.method_configs)
+                      per_method=args.set, method_configs=args.method_configs, isolate=not args.in_process)
     return 1 if any(r["status"] == "failed" for r in summary["runs"]) else 0

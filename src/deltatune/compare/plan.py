@@ -67,10 +67,12 @@ class Plan:
     per_method: dict[str, list[str]]
     settings: dict[str, MethodSettings]
     runs: list[PlannedRun] = field(default_factory=list)
+    isolated: bool = False  # each run trained in its own process (compare's default)
 
     def describe(self) -> dict:
         """The plan as plain JSON (report.json's header)."""
         return {"config": self.config, "out": str(self.out), "methods": self.methods, "seeds": self.seeds,
+                "isolated": self.isolated,
                 "overrides": self.overrides, "per_method_overrides": self.per_method,
                 "method_settings": {m: {"source": s.source, "lr": s.lr, "method": s.section}
                                     for m, s in self.settings.items()}}

@@ -91,6 +91,15 @@ def _md_table(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in clean[1:]])
 
 
+def _memory_note(summary: dict) -> str:
+    """How to read the memory column: each run's own process, or one shared process."""
+    if summary.get("isolated"):
+        return ("memory is the training phase's peak (resident memory on a CPU, each run in its own process; the "
+                "CUDA peak on a GPU)")
+    return ("memory is the training phase's peak (resident memory on a CPU: the runs share one process, so a later "
+            "run's figure can include heap kept from an earlier one; the CUDA peak on a GPU, reset per run)")
+
+
 def markdown(summary: dict) -> str:
     seeds = summary["seeds"]
     parts = [f"# deltatune compare: {Path(summary['config']).name}", "",
@@ -101,9 +110,7 @@ def markdown(summary: dict) -> str:
              "Values are each run's own (eval.json, metrics.jsonl, adapter/)"
              + ("; mean ± sample std over seeds (n runs)." if len(seeds) > 1 else ".")
              + " Probe changes are in points (negative: forgotten); KL is from the base on its own replies; "
-               "memory is the training phase's peak (resident memory on a CPU: the runs share one process, so a later "
-               "run's figure can include heap kept from an earlier one; the CUDA peak on a GPU, reset per run); "
-               "wall time is the training loop's (validation included).", "",
+               + _memory_note(summary) + "; wall time is the training loop's (validation included).", "",
              "## Per-method settings", "", _md_table(settings_rows(summary)), ""]
     failures = [r for r in summary["runs"] if r["status"] == "failed"]
     if failures:

@@ -2,9 +2,12 @@
 
     outcomes = run_plan(plan)        # {run name: Outcome(status, error, ...)}; OUT/compare_state.json
 
-Each run goes through the normal training entry (`deltatune train`'s: the recipe's
-`run(cfg, resume)`), so it is an ordinary run dir: eval.json, metrics.jsonl, adapter/,
-report.html. On a rerun of the same command:
+Each run goes through the normal training entry, so it is an ordinary run dir: eval.json,
+metrics.jsonl, adapter/, report.html. By default each run is `deltatune train` in a child
+process (`train_in_subprocess`): its peak memory is its own (a CPU allocator keeps freed heap,
+so in-process runs would inherit their predecessors' high-water mark) and a crash in native
+code ends only that run. `train_one` runs the recipe's `run(cfg, resume)` in this process
+(`deltatune compare --in-process`: no start-up cost per run). On a rerun of the same command:
 - a finished run (eval.json holds `after`) is reused, not retrained;
 - an interrupted run with a checkpoint resumes from it (`resume=True`); one that stopped before
   its first checkpoint starts again in a clean folder;
@@ -17,9 +20,15 @@ old and new runs. Ctrl-C stops the comparison (state saved; rerun to continue).
 
 from __future__ import annotations
 
+import codecs
+import collections
 import gc
 import importlib
+import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -27,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from deltatune.atomic import write_json_atomic
+from deltatune.atomic import write_json_atomic, write_text_atomic
 from deltatune.compare.plan import Plan, PlannedRun
 from deltatune.errors import DeltatuneError
 from deltatune.reports.run_files import read_run
@@ -122,9 +131,11 @@ def run_plan(plan: Plan, train_run=None, on_progress=print) -> dict[str, Outcome
             save_state(plan.out, outcomes)
             raise
         except Exception as err:  # noqa: BLE001 - one method's crash must not stop the others
-            outcomes[run.name] = Outcome("failed", f"{type(err).__name__}: {err}",
-                                         "".join(traceback.format_exception(err)[-12:]),
-                                         round(time.perf_counter() - started, 2), resume)
+            if isinstance(err, ChildRunFailed):  # the child's own error line and output
+                error, trace = str(err), err.output_tail
+            else:
+                error, trace = f"{type(err).__name__}: {err}", "".join(traceback.format_exception(err)[-12:])
+            outcomes[run.name] = Outcome("failed", error, trace, round(time.perf_counter() - started, 2), resume)
             on_progress(f"{head}: FAILED: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         else:
             outcomes[run.name] = Outcome("finished", seconds=round(time.perf_counter() - started, 2), resumed=resume)
@@ -155,6 +166,48 @@ def train_one(run: PlannedRun, resume: bool) -> Path:
     recipe = importlib.import_module(RECIPES[run.cfg.recipe])
     _reset_peaks()
     return recipe.run(run.cfg, resume=resume)
+
+
+class ChildRunFailed(Exception):
+    """`deltatune train` in a child process exited non-zero; str() is its error line."""
+
+    def __init__(self, error: str, output_tail: str):
+        super().__init__(error)
+        self.output_tail = output_tail
+
+
+def train_in_subprocess(run: PlannedRun, resume: bool) -> Path:
+    """`deltatune train OUT/configs/<run>.yaml [--resume]` in a child process, its output shown
+    here as it comes; a non-zero exit raises ChildRunFailed with the child's error line."""
+    config = run.run_dir.parent.parent / "configs" / f"{run.name}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(config, yaml.safe_dump(run.cfg.model_dump(mode="json"), sort_keys=False))
+    command = [sys.executable, "-m", "deltatune", "train", str(config), *(["--resume"] if resume else [])]
+    tail: collections.deque[str] = collections.deque(maxlen=200)  # the last pieces of output
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy()) as child:
+        for chunk in iter(lambda: child.stdout.read1(65536), b""):
+            text = decoder.decode(chunk)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            tail.append(text)
+        code = child.wait()
+    if code != 0:
+        output = "".join(tail)[-6000:]
+        raise ChildRunFailed(_error_line(output, code), output)
+    return run.run_dir
+
+
+def _error_line(output: str, code: int) -> str:
+    """The child's `deltatune: error: ...` message, else a traceback's last line, else the exit code."""
+    lines = [line.strip() for line in output.replace("\r", "\n").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("deltatune: error: "):
+            return "DeltatuneError: " + line[len("deltatune: error: "):]
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line):
+            return line
+    return f"deltatune train exited with code {code}" + (f": {lines[-1]}" if lines else "")
 
 
 def _reset_peaks() -> None:

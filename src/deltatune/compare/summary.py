@@ -6,11 +6,11 @@
 Every value is copied from the run's eval.json, metrics.jsonl or adapter folder (nothing is
 re-measured), so the report always equals what each run says about itself. The spread over
 seeds is the sample standard deviation (n - 1), reported with n; one seed has no spread.
-Memory is the training phase's peak (`train_peak_rss_mib`, or the CUDA peak on a GPU): the
-runs of a comparison share one process, whose lifetime high-water mark (`peak_rss_mib`) is the
-largest run's, not each run's own. On a CPU the training-phase figure can still carry heap an
-earlier run left behind (the allocator keeps some); on a GPU the CUDA peak is reset before
-each run (compare.runner) and is each run's own.
+Memory is the training phase's peak (`train_peak_rss_mib`, or the CUDA peak on a GPU). By
+default every run trains in its own process (compare.runner), so the figure is the run's own.
+With `--in-process` the runs share one process, whose lifetime high-water mark (`peak_rss_mib`)
+is the largest run's, and on a CPU the training-phase figure can carry heap an earlier run left
+behind (the allocator keeps some); the CUDA peak is reset before each run either way.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Tried in this order, each on its own (then the two cheapest together if none fit
 - gradient checkpointing (`train.gradient_checkpointing`): each block keeps only its input;
   about one more forward of the blocks per step;
 - QLoRA: the decoder's Linears in 4-bit NF4 (for a LoRA-family config, its own keys; for a
-  method that trains the base, LoRA r 16 on every Linear). On the CPU the mapped fp32 file stays
-  resident, so it mostly saves on a GPU: the estimate says which;
+  method that trains the base, LoRA r 16 on every Linear); its load lets go of the fp32 file
+  after quantising, so it saves on a CPU too: the estimate says how much;
 - fewer LoRA targets: the attention projections only (activations of the MLP's LoRA inputs and
   their gradients go away).
 Batch and checkpointing changes reuse the probe; a method change probes again.

@@ -31,6 +31,7 @@ from deltatune.estimate.flops import micro_batch_flops
 from deltatune.estimate.memory import Activations, Memory, memory_estimate, replay_phase_bytes, resident_weights
 from deltatune.estimate.model_info import BaseInfo, Counts, architecture, describe_base, meta_counts
 from deltatune.estimate.probe import ProbeResult, run_probe
+from deltatune.methods.registry import get_method
 
 
 @dataclasses.dataclass
@@ -114,7 +115,8 @@ def assemble(ctx: Context, cfg, counts: Counts, probe: ProbeResult, plan: BatchP
     per-cell and per-label figures scale to other batches)."""
     acts = activation_model(cfg, counts, probe, load_dtype(cfg))
     saved = acts.saved(plan.peak, checkpointing) + acts.head_transient(plan.peak)
-    weights, weights_note = resident_weights(ctx.base, counts, load_dtype(cfg), ctx.device)
+    weights, weights_note = resident_weights(ctx.base, counts, load_dtype(cfg), ctx.device,
+                                             get_method(cfg.method).releases_file_pages)
     replay = ctx.dataset.examples[plan.n_user:] if plan.n_replay else []
     answering = bool((ctx.dataset.stats or {}).get("replay_unanswered"))
     replay_extra, replay_note = replay_phase_bytes(cfg, ctx.base.config, counts, replay, acts.act_bytes, answering)

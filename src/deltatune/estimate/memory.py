@@ -4,8 +4,9 @@
                  packed (4 bits + its scales), the method's own tensors in fp32. On the CPU a
                  base loaded in its stored dtype stays a view of the memory-mapped safetensors
                  file, whose pages stay resident while any tensor of it lives: the file's bytes
-                 + what the method added (so on the CPU QLoRA's packed copy comes on top of the
-                 mapped fp32 file: measured 3.20 GB vs LoRA's 3.07 GB on SmolLM2-135M).
+                 + what the method added. QLoRA's load copies the unquantised tensors out of
+                 the file after quantising (the mapping closes), so there every tensor counts
+                 as held: the packed layers + the fp32 rest.
     gradients    4 bytes per trainable parameter (fp32 master weights).
     optimiser    AdamW's two moments: 8 bytes per trainable parameter.
     activations  what autograd keeps for backward at the run's largest micro-batch, measured by
@@ -104,9 +105,11 @@ def memory_estimate(*, baseline: int, weights: int, trainable: int, activations:
                   int(replay_peak), int(train_peak), int(candidates[limited_by]), limited_by)
 
 
-def resident_weights(base, counts, load_dtype, device) -> tuple[int, str]:
-    """(bytes the weights hold, how): the mapped file + the method's tensors, or every tensor."""
-    if base.maps_file(load_dtype, device):
+def resident_weights(base, counts, load_dtype, device, releases_file: bool = False) -> tuple[int, str]:
+    """(bytes the weights hold, how): the mapped file + the method's tensors, or every tensor.
+    `releases_file`: the method's own load lets go of the mapping (QLoRA, after quantising:
+    `deltatune.models.file_pages`), so only the tensors as held count."""
+    if base.maps_file(load_dtype, device) and not releases_file:
         return base.file_bytes + counts.new_bytes, (
             f"{base.file_bytes / MIB:,.0f} MiB mapped from the safetensors file + "
             f"{counts.new_bytes / MIB:,.1f} MiB the method added")

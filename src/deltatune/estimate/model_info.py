@@ -55,7 +55,7 @@ class BaseInfo:
         """Does loading leave the weights as views of the memory-mapped file? transformers maps
         safetensors and, on the CPU in the stored dtype, hands the mapped tensors over without a
         copy: the file's pages are resident while any tensor of it lives, even after a method
-        replaced some of them (QLoRA's packed layers: measured, see estimate.memory)."""
+        replaced some of them (unless its load lets go of the file: `releases_file_pages`)."""
         return (device.type == "cpu" and not self.from_run and self.file_bytes is not None
                 and self.file_dtypes == {TORCH_TO_SAFETENSORS.get(load_dtype)})
 

@@ -57,6 +57,17 @@ def mean_token_loss(model, dataset_or_batches: Iterable, pad_id: int, batch_size
                     desc: str = "loss") -> tuple[float, int]:
     """(cross-entropy averaged over every labelled token, token count); also the training
     loop's validation loss. Runs in eval mode (no dropout) and restores the previous mode."""
+    total_loss, total_tokens, n_examples = token_loss_sum(model, dataset_or_batches, pad_id, batch_size, desc)
+    if total_tokens == 0:
+        raise DeltatuneError(f"loss_and_perplexity: no labelled tokens in {n_examples} examples (every label is -100)")
+    return total_loss / total_tokens, total_tokens
+
+
+def token_loss_sum(model, dataset_or_batches: Iterable, pad_id: int, batch_size: int = 8,
+                   desc: str = "loss") -> tuple[float, int, int]:
+    """(summed cross-entropy over every labelled token, token count, example count): the parts
+    `mean_token_loss` divides, kept apart so several processes can add theirs before dividing.
+    Eval mode (no dropout); the previous mode is restored."""
     batches, n_examples = _batches(dataset_or_batches, pad_id, batch_size)
     device = next(model.parameters()).device
     total_loss, total_tokens = 0.0, 0
@@ -69,9 +80,7 @@ def mean_token_loss(model, dataset_or_batches: Iterable, pad_id: int, batch_size
             total_tokens += tokens
     finally:
         model.train(was_training)
-    if total_tokens == 0:
-        raise DeltatuneError(f"loss_and_perplexity: no labelled tokens in {n_examples} examples (every label is -100)")
-    return total_loss / total_tokens, total_tokens
+    return total_loss, total_tokens, n_examples
 
 
 def _batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[float, int]:

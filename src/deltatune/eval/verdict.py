@@ -1,6 +1,6 @@
 """Did the run learn? A verdict from the before/after numbers, printed and kept in eval.json.
 
-    learning = learning_verdict(before, after, validation_note)
+    learning = learning_verdict(before, after, validation_note, get_method(cfg.method).capacity_hint)
     learning["learned"], learning["warnings"], learning["advice"]
     print_verdict(learning)
 
@@ -20,11 +20,19 @@ from deltatune.training.progress import say
 MIN_VAL_DROP = 0.05  # validation loss must fall >= 5% relative to the base model's
 MIN_ACC_GAIN = 0.05  # held-out accuracy must gain >= 5 points over the base model's
 
-ADVICE = ["more steps (train.epochs=N or train.max_steps=N)", "a higher learning rate (train.lr)",
-          "a larger rank (method.r) or more target modules", "less replay (data.replay_ratio / replay_weight)"]
+STEPS_ADVICE = "more steps (train.epochs=N or train.max_steps=N)"
+LR_ADVICE = "a higher learning rate (train.lr)"
+REPLAY_ADVICE = "less replay (data.replay_ratio / replay_weight)"
 
 
-def learning_verdict(before: dict | None, after: dict, validation: dict | None = None) -> dict:
+def advice(capacity_hint: str = "") -> list[str]:
+    """What to try after a run that did not learn; `capacity_hint` is the method's own (its
+    registry row's `capacity_hint`: a LoRA's rank, SAID's d, a prompt's virtual tokens)."""
+    return [STEPS_ADVICE, LR_ADVICE, *([capacity_hint] if capacity_hint else []), REPLAY_ADVICE]
+
+
+def learning_verdict(before: dict | None, after: dict, validation: dict | None = None,
+                     capacity_hint: str = "") -> dict:
     """{"learned": True/False/None (nothing to judge by), "checks": {...}, "warnings", "advice"}."""
     before = before or {}
     checks, warnings = {}, []
@@ -53,7 +61,7 @@ def learning_verdict(before: dict | None, after: dict, validation: dict | None =
     else:
         learned = all(c["ok"] for c in checks.values())
     return {"learned": learned, "checks": checks, "warnings": warnings,
-            "advice": ADVICE if learned is False else []}
+            "advice": advice(capacity_hint) if learned is False else []}
 
 
 def print_verdict(learning: dict) -> None:

@@ -156,6 +156,12 @@ class Method:
     peft: PeftTwin | None = None
     load_base: Callable[..., tuple] | None = None
     summary: str = ""  # one line for help texts and the README table
+    # what to raise when a run learnt too little for lack of capacity (the "did not learn"
+    # advice); "" for methods that already train every weight
+    capacity_hint: str = ""
+    # load_base lets go of the checkpoint's memory-mapped file (deltatune.models.file_pages), so
+    # on a CPU only the tensors as held are resident (what `deltatune estimate` counts)
+    releases_file_pages: bool = False
     # save_as(cfg, state) -> (cfg, state): what a finished adaptation is written to an adapter
     # folder as, when not its own config and state (PiSSA / OLoRA: a plain LoRA of rank 2r that
     # applies to the original base); checkpoints keep the method's own state

@@ -31,6 +31,7 @@ from deltatune.eval.measures import forgetting_measures
 from deltatune.eval.verdict import learning_verdict, print_verdict
 from deltatune.eval.report import write_eval_json
 from deltatune.methods.core import apply_method, save_adapter
+from deltatune.methods.registry import get_method
 from deltatune.recipes import common
 from deltatune.training.budget import validation_batch_size
 from deltatune.training.loop import train
@@ -164,7 +165,7 @@ def run(cfg, resume: bool = False) -> Path:
     save_adapter(model, cfg.method, run_dir / "adapter", common.base_model_path(cfg))
     say("evaluating the tuned model ...")
     after = common.evaluate_model(model, tokenizer, cfg, splits)
-    learning = learning_verdict(before, after, data.notes.get("validation"))
+    learning = learning_verdict(before, after, data.notes.get("validation"), get_method(cfg.method).capacity_hint)
     extra = {**common.training_summary(result, trainable, total), "data": data.notes, "learning": learning,
              "forgetting": forgetting_measures(before, after)}
     common.finish_report(run_dir, before, after, extra, model)

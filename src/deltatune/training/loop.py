@@ -135,7 +135,7 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
     sharding = fsdp.shard_for_run(model, installed, tc, group)
     stepper = OptimiserStep(model, installed, tc, total_steps, objective.loss_fn, objective.units, group, sharding)
     validator = Validator(model, val_set, installed, run_dir, tc, pad_id, cfg.model.dtype, log, objective,
-                          writes=group.is_main, sharding=sharding)
+                          writes=group.is_main, sharding=sharding, group=group)
     if resume_from is not None:
         _resume(resume_from, state, stepper, tc, log)
     else:

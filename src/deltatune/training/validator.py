@@ -15,17 +15,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deltatune.eval.perplexity import mean_token_loss
+from deltatune.errors import DeltatuneError
+from deltatune.eval.perplexity import mean_token_loss, token_loss_sum
 from deltatune.models.device import autocast_for, model_device
 from deltatune.training.checkpoint import TrainState, best_weights, load_best, save_best
 from deltatune.training.metrics import MetricsLog
 from deltatune.training.progress import say
 
 
-def validation_loss(model, dataset, batch_size: int, pad_id: int, dtype: str = "float32") -> float:
-    """Mean loss over every labelled token of `dataset` (eval mode, autocast as in training)."""
-    with autocast_for(dtype, model_device(model)):
-        return mean_token_loss(model, dataset, pad_id, batch_size, desc="val loss")[0]
+def validation_loss(model, dataset, batch_size: int, pad_id: int, dtype: str = "float32", split=None) -> float:
+    """Mean loss over every labelled token of `dataset` (eval mode, autocast as in training).
+
+    `split`: a `ProcessGroup` whose processes share the work — each measures every world-th
+    example (of the length-sorted set, so the shares pad alike) and the loss sums and token
+    counts are added over the processes before dividing: the same number, 1/world of the time.
+    Only for replicated models (ddp): an fsdp-sharded forward needs every process in every
+    batch, so there each measures the whole set."""
+    if split is None or split.world == 1:
+        with autocast_for(dtype, model_device(model)):
+            return mean_token_loss(model, dataset, pad_id, batch_size, desc="val loss")[0]
+    examples = sorted(getattr(dataset, "examples", dataset), key=lambda e: len(e["input_ids"]))
+    mine = split.shard(examples)
+    loss_sum, tokens = 0.0, 0
+    if mine:
+        with autocast_for(dtype, model_device(model)):
+            loss_sum, tokens, _ = token_loss_sum(model, mine, pad_id, batch_size, desc="val loss")
+    loss_sum, tokens = split.sum([loss_sum, tokens])
+    if tokens == 0:
+        raise DeltatuneError(f"validation: no labelled tokens in {len(examples)} examples (every label is -100)")
+    return loss_sum / tokens
 
 
 def record_val(state: TrainState, val: float, patience: int | None) -> bool:
@@ -41,12 +59,14 @@ class Validator:
     """Held-out loss, early stopping and best-weights bookkeeping for one run (see module docstring)."""
 
     def __init__(self, model, val_set, installed, run_dir: Path, train_cfg, pad_id: int, dtype: str, log: MetricsLog,
-                 objective=None, writes: bool = True, sharding=None):
+                 objective=None, writes: bool = True, sharding=None, group=None):
         from deltatune.training.fsdp import NoSharding
 
         self.model, self.val_set, self.installed = model, val_set, installed
         self.writes = writes  # False on every process but rank 0: each measures, one keeps the weights
         self.sharding = sharding or NoSharding()  # fsdp: every process gathers, rank 0 keeps them
+        # ddp: the processes split the LM validation loss between them (see validation_loss)
+        self.split = group if isinstance(self.sharding, NoSharding) else None
         self.run_dir, self.cfg, self.pad_id, self.dtype, self.log = Path(run_dir), train_cfg, pad_id, dtype, log
         self.objective = objective  # None: the LM loss (deltatune.training.objective)
         self.last: tuple[int, float] | None = None  # (step, val loss) of the latest validation
@@ -80,7 +100,8 @@ class Validator:
 
     def _measure(self) -> float:
         if self.objective is None:
-            return validation_loss(self.model, self.val_set, self.cfg.batch_size, self.pad_id, self.dtype)
+            return validation_loss(self.model, self.val_set, self.cfg.batch_size, self.pad_id, self.dtype,
+                                   split=self.split)
         return self.objective.val_loss(self.model, self.val_set, self.objective, self.cfg.batch_size, self.pad_id,
                                        self.dtype)
 

@@ -65,6 +65,7 @@ def install_adalora(model: nn.Module, cfg: AdaLoraConfig, ctx: InstallContext) -
 
 METHOD = Method(
     name="adalora",
+    capacity_hint="a larger rank budget (method.init_r / target_r) or more target modules (method.targets)",
     config_cls=AdaLoraConfig,
     install=install_adalora,
     save_as=without_scores,

@@ -56,6 +56,7 @@ def install_adapter(model: nn.Module, cfg: AdapterConfig, ctx: InstallContext) -
 
 METHOD = Method(
     name="adapter",
+    capacity_hint="a wider bottleneck (a smaller method.reduction_factor) or no adapter_drop",
     config_cls=AdapterConfig,
     install=install_adapter,
     mergeable=False,  # W_up f(W_down h) is non-linear: no weight change reproduces it

@@ -99,6 +99,7 @@ def install_bitfit(model: nn.Module, cfg: BitFitConfig, ctx: InstallContext) -> 
 
 METHOD = Method(
     name="bitfit",
+    capacity_hint="more target modules (method.targets) or a method with more capacity (lora)",
     config_cls=BitFitConfig,
     install=install_bitfit,
     summary="only bias terms train; zero biases added where the base has none (Ben Zaken et al. 2022)",

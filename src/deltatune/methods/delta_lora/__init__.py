@@ -87,6 +87,7 @@ def install_delta_lora(model: nn.Module, cfg: DeltaLoraConfig, ctx: InstallConte
 
 METHOD = Method(
     name="delta_lora",
+    capacity_hint="a larger rank (method.r) or more target modules (method.targets)",
     config_cls=DeltaLoraConfig,
     install=install_delta_lora,
     trains_base_weights=True,

@@ -41,6 +41,7 @@ def install_dora(model: nn.Module, cfg: DoraConfig, ctx: InstallContext) -> Wrap
 
 METHOD = Method(
     name="dora",
+    capacity_hint="a larger rank (method.r) or more target modules (method.targets)",
     config_cls=DoraConfig,
     install=install_dora,
     peft=PeftTwin("LORA", peft_format.peft_adapter_config, peft_format.config_from_peft, to_peft_key, from_peft_key,

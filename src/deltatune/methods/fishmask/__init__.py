@@ -117,6 +117,7 @@ def install_fishmask(model: nn.Module, cfg: FishMaskConfig, ctx: InstallContext)
 
 METHOD = Method(
     name="fishmask",
+    capacity_hint="a larger share of trained weights (method.keep_ratio)",
     config_cls=FishMaskConfig,
     install=install_fishmask,
     summary="only the k weight entries of largest Fisher information train, a fixed sparse mask "

@@ -59,6 +59,7 @@ def install_freeze(model: nn.Module, cfg: FreezeConfig, ctx: InstallContext) -> 
 
 METHOD = Method(
     name="freeze",
+    capacity_hint="more trainable blocks (method.train_last_n_blocks)",
     config_cls=FreezeConfig,
     install=install_freeze,
     trains_base_weights=True,

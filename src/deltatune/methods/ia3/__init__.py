@@ -47,6 +47,7 @@ def install_ia3(model: nn.Module, cfg: IA3Config, ctx: InstallContext) -> Wrappe
 
 METHOD = Method(
     name="ia3",
+    capacity_hint="more target modules (method.targets) or another method with more capacity (lora)",
     config_cls=IA3Config,
     install=install_ia3,
     peft=PeftTwin("IA3", peft_format.peft_adapter_config, peft_format.config_from_peft, to_peft_key, from_peft_key),

@@ -72,6 +72,7 @@ def install_lora(model: nn.Module, cfg: LoraFamilyConfig, ctx: InstallContext) -
 
 METHOD = Method(
     name="lora",
+    capacity_hint="a larger rank (method.r) or more target modules (method.targets)",
     config_cls=LoraConfig,
     install=install_lora,
     peft=PeftTwin("LORA", peft_format.peft_adapter_config, peft_format.config_from_peft, to_peft_key, from_peft_key,

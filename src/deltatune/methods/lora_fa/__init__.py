@@ -51,6 +51,7 @@ def _config_from_peft(raw: dict, where: str) -> LoraFaConfig:
 
 METHOD = Method(
     name="lora_fa",
+    capacity_hint="a larger rank (method.r) or more target modules (method.targets)",
     config_cls=LoraFaConfig,
     install=install_lora_fa,
     peft=PeftTwin("LORA", peft_format.peft_adapter_config, _config_from_peft, to_peft_key, from_peft_key,

@@ -2,6 +2,7 @@
 
     method: {name: prefix, num_virtual_tokens: 10}                              # MLP reparameterisation
     method: {name: prefix, num_virtual_tokens: 10, prefix_projection: false}    # the table itself
+    method: {name: prefix, num_virtual_tokens: 20, init_text: "Answer questions about Veltrane Robotics."}
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ class PrefixConfig(BaseModel):
       reads back as `prefix_projection: false`.
     encoder_hidden_size: the MLP's hidden width (None: kv_width, peft's default); only with
       prefix_projection.
+    init_text: start the prefix as the keys and values the base model itself computes for this
+      text (repeated to fill P tokens), as if it were written before every prompt: Li & Liang
+      (Sec. 7.2) found initialising with real words' activations much better than random, and a
+      random N(0, 1) prefix (None, peft's init) perturbs every layer of the model from step 0.
+      With the MLP, its last bias absorbs the difference, so MLP(E) equals that table exactly.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -32,6 +38,7 @@ class PrefixConfig(BaseModel):
     num_virtual_tokens: int = Field(10, ge=1, le=4096)
     prefix_projection: bool = True
     encoder_hidden_size: int | None = Field(None, ge=1)
+    init_text: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _hidden_needs_projection(self) -> "PrefixConfig":

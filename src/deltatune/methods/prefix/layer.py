@@ -97,6 +97,27 @@ class PrefixEncoder(nn.Module):
         embedding = self.embedding.weight  # (P, flat) or (P, kv_width)
         return embedding if self.transform is None else self.transform(embedding)
 
+    @torch.no_grad()
+    def start_at(self, table: torch.Tensor) -> None:
+        """Make `table()` return `table` (P, flat). The plain table is set to it. With the MLP,
+        E, W1, b1 and b2 keep their random init and the last weight is solved for: with
+        H = tanh(W1 E + b1) (P, hidden), W2 = lstsq(H, table - b2)^T, the minimum-norm exact
+        solution when hidden >= P (H has full row rank), so MLP(E) = table and every parameter
+        still gets gradients from the first step."""
+        weight = self.embedding.weight
+        table = table.to(weight.device, torch.float64)
+        if self.transform is None:
+            weight.copy_(table.to(weight.dtype))
+            return
+        first, last = self.transform[0], self.transform[2]
+        hidden = torch.tanh(nn.functional.linear(weight.double(), first.weight.double(), first.bias.double()))
+        if hidden.shape[1] < hidden.shape[0]:
+            raise DeltatuneError(f"method.init_text with prefix_projection needs encoder_hidden_size >= "
+                                 f"num_virtual_tokens ({hidden.shape[1]} < {hidden.shape[0]}): the MLP cannot "
+                                 f"reproduce {hidden.shape[0]} independent rows otherwise")
+        solution = torch.linalg.pinv(hidden) @ (table - last.bias.double())  # (hidden, flat)
+        last.weight.copy_(solution.T.to(last.weight.dtype))
+
     def key_values(self, batch: int, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (keys, values), each (B, kv_heads, P, head_dim)."""
         g, n = self.geometry, self.num_tokens

@@ -56,6 +56,7 @@ def install_prompt(model: nn.Module, cfg: PromptConfig, ctx: InstallContext) -> 
 
 METHOD = Method(
     name="prompt",
+    capacity_hint="more virtual tokens (method.num_virtual_tokens) or a method with more capacity (lora)",
     config_cls=PromptConfig,
     install=install_prompt,
     mergeable=False,

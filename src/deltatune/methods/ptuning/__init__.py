@@ -105,6 +105,7 @@ def _from_key(key: str) -> str:
 
 METHOD = Method(
     name="ptuning",
+    capacity_hint="more virtual tokens (method.num_virtual_tokens) or a method with more capacity (lora)",
     config_cls=PTuningConfig,
     install=install_ptuning,
     mergeable=False,

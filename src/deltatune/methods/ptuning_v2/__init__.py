@@ -25,8 +25,9 @@ __all__ = ["METHOD", "PTuningV2Config", "install_ptuning_v2"]
 
 
 def install_ptuning_v2(model: nn.Module, cfg: PTuningV2Config, ctx: InstallContext) -> PrefixInstall:
-    """A (P, layers * 2 * kv_width) table of prompts in every layer, N(0, 1) as peft's."""
-    return install_kv_prefix(model, cfg.num_virtual_tokens, None, ctx, "P-tuning v2")
+    """A (P, layers * 2 * kv_width) table of prompts in every layer: N(0, 1) as peft's, or the
+    base model's own keys/values of `init_text`."""
+    return install_kv_prefix(model, cfg.num_virtual_tokens, None, ctx, "P-tuning v2", cfg.init_text)
 
 
 def config_from_peft(raw: dict, where: str) -> PTuningV2Config:
@@ -39,6 +40,7 @@ def config_from_peft(raw: dict, where: str) -> PTuningV2Config:
 
 METHOD = Method(
     name="ptuning_v2",
+    capacity_hint="more virtual tokens (method.num_virtual_tokens) or a method with more capacity (lora)",
     config_cls=PTuningV2Config,
     install=install_ptuning_v2,
     mergeable=False,

@@ -113,6 +113,7 @@ def load_quantised_base(model_cfg, device=None, dtype: str | None = None, method
     transformer blocks quantised to `method_cfg.bits` (default 4) on `device`: loaded on the CPU,
     each layer quantised as it moves to the device, then the rest of the model moved."""
     from deltatune.models.device import resolve_device
+    from deltatune.models.file_pages import release_file_pages
     from deltatune.models.loader import load_causal_lm
 
     import_bitsandbytes()  # before the load: a missing package fails fast
@@ -120,6 +121,7 @@ def load_quantised_base(model_cfg, device=None, dtype: str | None = None, method
     target = resolve_device(device if device is not None else model_cfg.device)
     model, tokenizer = load_causal_lm(model_cfg, device="cpu", dtype=dtype)
     put_layers(model, quantised_layers(model, decoder_linear_names(model), bits, device=target))
+    release_file_pages(model)  # the fp32 file's pages are no longer needed (deltatune.models.file_pages)
     return model.to(target).eval(), tokenizer
 
 
@@ -137,6 +139,8 @@ def _config_from_peft(raw: dict, where: str) -> QloraConfig:
 
 METHOD = Method(
     name="qlora",
+    releases_file_pages=True,
+    capacity_hint="a larger rank (method.r) or more target modules (method.targets)",
     config_cls=QloraConfig,
     install=install_qlora,
     load_base=load_quantised_base,

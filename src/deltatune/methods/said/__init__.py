@@ -85,6 +85,7 @@ def install_said(model: nn.Module, cfg: SAIDConfig, ctx: InstallContext) -> SAID
 
 METHOD = Method(
     name="said",
+    capacity_hint="a larger intrinsic dimension (method.d)",
     config_cls=SAIDConfig,
     install=install_said,
     summary="train d numbers: a random Fastfood subspace of the weights plus one scale per tensor "

@@ -13,9 +13,11 @@ part) starts at one.
 `SAIDParams` (on the model as `said`) holds theta, lambda and the projection; each target is
 wrapped by `SAIDLinear`, which rebuilds its weight every forward and leaves W0 untouched
 (switch-off, serving over a shared base). P theta is computed once per model forward and
-shared by every layer: `projected()` recomputes when theta changed, when grad mode changed, or
-when a layer asks for its slice a second time (the next forward has begun: autograd frees
-each forward's graph at backward, so one graph is never reused).
+shared by every layer: `projected()` recomputes when theta changed, when grad mode changed, or,
+with grad enabled, when a layer asks for its slice a second time (the next forward has begun:
+autograd frees each forward's graph at backward, so one graph is never reused). Without grad
+(evaluation, generation) the projection is kept until theta changes: one per decoded token
+would cost seconds each on SmolLM2.
 """
 
 from __future__ import annotations
@@ -43,17 +45,21 @@ class SAIDParams(nn.Module):
         self.theta = nn.Parameter(torch.zeros(d - m, dtype=torch.float32, device=device))
         self.lambdas = nn.Parameter(torch.ones(m, dtype=torch.float32, device=device))
         self.projection = FastfoodProjection(d - m, self.offsets[-1], seed, device=device)
-        self._cache: torch.Tensor | None = None
+        self._cache: tuple[torch.Tensor, ...] | None = None
         self._key: tuple | None = None
         self._used: set[int] = set()
 
     def projected(self, t: int) -> torch.Tensor:
         """(P theta) restricted to tensor t's entries: (sizes[t],)."""
         key = (self.theta._version, torch.is_grad_enabled(), self.theta.device)
-        if self._cache is None or key != self._key or t in self._used:
-            self._cache, self._key, self._used = self.projection(self.theta), key, set()  # (n,)
+        if self._cache is None or key != self._key or (key[1] and t in self._used):
+            # one split, not a slice per tensor: a slice's backward writes its gradient into a
+            # zero tensor of all n entries (m of them per step, ~90 GB of traffic on SmolLM2);
+            # split's backward concatenates the m pieces' gradients once
+            self._cache = torch.split(self.projection(self.theta), self.sizes)  # m x (sizes[t],)
+            self._key, self._used = key, set()
         self._used.add(t)
-        return self._cache[self.offsets[t]:self.offsets[t + 1]]
+        return self._cache[t]
 
     def delta(self, t: int, shape: torch.Size) -> torch.Tensor:
         """lambda_t * reshape(P theta)_t."""
