@@ -30,7 +30,7 @@ def compared(tmp_path_factory, tiny_llama_dir):
     config = root / "base.yaml"
     config.write_text(yaml.safe_dump(measured_raw(root, tiny_llama_dir, root / "unused", steps=2)))
     try:
-        compare(str(config), "lora,bitfit", out=str(root / "cmp"), on_progress=lambda line: None)
+        compare(str(config), "lora,bitfit", out=str(root / "cmp"), on_progress=lambda line: None, isolate=False)
     finally:
         mp.undo()
     return root / "cmp"
