@@ -40,7 +40,16 @@ def hf_4bit(tiny_llama_dir):
     """The tiny Llama quantised by transformers itself (what a peft QLoRA user loads)."""
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.float32)
-    return AutoModelForCausalLM.from_pretrained(tiny_llama_dir, quantization_config=quant, device_map="cpu").eval()
+    # dtype fp32 named: transformers >= 5.2x otherwise keeps the non-quantised tensors (and the
+    # quant state's dtype) in bf16 under a quantization_config
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, quantization_config=quant, device_map="cpu",
+                                                 dtype=torch.float32).eval()
+    # on AVX512-BF16 CPUs bnb repacks a Linear4bit on its first no-grad eval forward and runs a
+    # bf16 kernel; our layers keep the one fp32 path (methods/qlora/quantise.py): compare like with like
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +146,8 @@ def test_saved_adapter_over_the_fp_base_matches_peft(ours_4bit, ids, tmp_path, t
     (never written, so not quantised) fp base computes the same."""
     ours, cfg = _ours(ours_4bit)
     out = core.save_adapter(ours, cfg, tmp_path / "adapter", tiny_llama_dir)
-    ref = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), out).eval()
-    fp_base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    ref = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32), out).eval()
+    fp_base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
     handle = core.load_adapter_handle(fp_base, out)
     with torch.no_grad(), handle.active() as model:
         assert all(type(w.base_layer) is torch.nn.Linear for w in wrappers(model).values())

@@ -33,7 +33,8 @@ def build_hf_model(spec: BenchSpec):
 
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.float32)
-        model = AutoModelForCausalLM.from_pretrained(spec.model, quantization_config=quant, device_map="cpu")
+        model = AutoModelForCausalLM.from_pretrained(spec.model, quantization_config=quant, device_map="cpu",
+                                                     dtype=torch.float32)  # else bf16 (transformers >= 5.2x)
     else:
         model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=torch.float32)
     if workload.adapter:
