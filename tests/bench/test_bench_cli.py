@@ -120,6 +120,16 @@ def test_qlora_against_peft_bitsandbytes(tiny_llama_dir, tmp_path):
     assert cmp["available"] and cmp["step1_loss_abs_diff"] < SAME_MATH
 
 
+def test_deltatune_side_measures_the_configured_dtype(tiny_llama_dir, tmp_path):
+    """`--deltatune-opt model.dtype=bfloat16` runs deltatune's bf16 path (the baseline stays
+    fp32): step-1 loss moves off the fp32 loop's by bf16 rounding, not by fp32 rounding."""
+    code, result = bench(tiny_llama_dir, tmp_path, "--warmup", "0", "--inline", "--baselines", "hf-loop",
+                         "--deltatune-opt", "model.dtype=bfloat16")
+    assert code == 0
+    diff = result["baselines"]["hf_loop"]["step1_loss_abs_diff"]
+    assert 1e-5 < diff < 0.1, diff
+
+
 def test_a_failing_baseline_is_reported_unavailable(tiny_llama_dir, tmp_path, monkeypatch):
     from deltatune.bench import hf_loop
 

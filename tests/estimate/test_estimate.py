@@ -296,3 +296,38 @@ def test_cached_replay_answers_are_used_when_unambiguous(home, config, tmp_path)
     write_jsonl(home / "replay" / "bbb.jsonl", cached[:2])  # another base model's answers, say
     dataset, notes = training_examples(cfg, tokenizer)
     assert "stand-ins" in notes[0] and dataset.stats["replay_unanswered"] and len(dataset) == 24 + len(prompts)
+
+
+def test_replay_cache_sidecar_picks_this_models_answers(home, config, tmp_path):
+    """Two answer sets for the same prompts are ambiguous by content alone; the sidecar naming
+    this model's path and settings picks one, and a sidecar naming another model rules its
+    cache out."""
+    from deltatune.estimate.replay import _model_path
+    from deltatune.models.loader import load_tokenizer
+    from deltatune.replay.answers import prompts_digest
+
+    prompts = [f"Say something about {c}." for c in ("tea", "rain", "maps", "owls")]
+    spec = write_jsonl(tmp_path / "prompts.jsonl", [{"instruction": p} for p in prompts])
+    cfg = config(data={"replay": spec, "replay_max_new_tokens": 40, "replay_ratio": None})
+    tokenizer = load_tokenizer(cfg.model.name)
+
+    def cache(name, words, model):
+        records = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": " ".join([w] * n)}]}
+                   for p, (w, n) in zip(prompts, words)]
+        write_jsonl(home / "replay" / f"{name}.jsonl", records)
+        meta = {"model": model, "prompts_sha256": prompts_digest(prompts), "system_prompt": cfg.data.system_prompt,
+                "max_new_tokens": 40, "records": len(records)}
+        (home / "replay" / f"{name}.meta.json").write_text(json.dumps(meta))
+
+    (home / "replay").mkdir(parents=True)
+    cache("aaa", [("short", 2)] * 4, model="/elsewhere/other-model")
+    cache("bbb", [("long", 9)] * 4, model=_model_path(cfg.model.name))
+    dataset, notes = training_examples(cfg, tokenizer)
+    assert "4 cached answers" in notes[0]
+    replay = dataset.examples[24:]
+    expected = len(tokenizer(" ".join(["long"] * 9), add_special_tokens=False)["input_ids"]) + 1
+    assert [sum(1 for label in ex["labels"] if label != -100) for ex in replay] == [expected] * 4
+    (home / "replay" / "bbb.meta.json").unlink()  # now: one sidecar-less cache, one for another model
+    (home / "replay" / "bbb.jsonl").unlink()
+    dataset, notes = training_examples(cfg, tokenizer)
+    assert "stand-ins" in notes[0]  # the other model's answers are never taken for this one's

@@ -63,9 +63,10 @@ class DeltatuneSide:
         counts = flops.model_counts(model)
         installed = apply_method(model, cfg.method, tokenizer=self.tokenizer)
         seeded_adapter_init(model, spec.seed)
-        objective, speed = _with_speed_options(model, cfg.train, _objective(spec, cfg, model))
+        objective, speed = _with_speed_options(model, cfg.train, _objective(spec, cfg, model), cfg.model.dtype)
         model.train()
         self.model, self.step_number, self.collate_fn = model, 0, objective.collate
+        self.dtype = cfg.model.dtype  # float32 unless --deltatune-opt model.dtype=bfloat16
         self.stepper = OptimiserStep(model, installed, cfg.train, spec.total_steps, loss_fn=objective.loss_fn,
                                      units=objective.units)
         trainable, _ = count_parameters(model)
@@ -81,7 +82,7 @@ class DeltatuneSide:
 
     def step(self, batch: dict) -> float:
         self.step_number += 1
-        return self.stepper.step([batch], step_number=self.step_number, dtype="float32").loss
+        return self.stepper.step([batch], step_number=self.step_number, dtype=self.dtype).loss
 
 
 def _objective(spec: BenchSpec, cfg, model):
@@ -97,7 +98,7 @@ def _objective(spec: BenchSpec, cfg, model):
     return LM_OBJECTIVE
 
 
-def _with_speed_options(model, train_cfg, objective):
+def _with_speed_options(model, train_cfg, objective, dtype: str):
     """(objective, what was applied) with the training loop's work-cutting options
     (`train.packing`, `train.ce_chunk_tokens`, ...: deltatune.training.speed) when this install
     has them, so `--deltatune-opt packing=true` measures exactly what `deltatune train` runs."""
@@ -105,5 +106,5 @@ def _with_speed_options(model, train_cfg, objective):
         from deltatune.training import speed
     except ImportError:  # an install without the options: nothing to apply
         return objective, {}
-    applied = speed.prepare_for_training(model, train_cfg, dtype="float32")
+    applied = speed.prepare_for_training(model, train_cfg, dtype=dtype)
     return speed.objective_for(train_cfg, objective), applied

@@ -7,9 +7,13 @@ The recipe's replay (`recipes.sft._with_replay`) is the base model's own answers
 the replay batches, so, per prompt source:
 
 - cached answers: the cache is keyed by a fingerprint of the base weights, which the estimate
-  does not read; so a cache file is taken when it is the only distinct one whose records are
-  these prompts (in order, a subset: unfinished answers are dropped), with this system prompt
-  and answers shorter than `data.replay_max_new_tokens`. Then the examples are the real ones.
+  does not read. Each cache has a sidecar (`<key>.meta.json`: the model's path, a digest of the
+  prompts, the system prompt, `replay_max_new_tokens`); the cache whose sidecar matches this
+  model path and these settings is taken (the newest, if the weights at that path changed).
+  A cache without a sidecar (written before they existed) is taken when it is the only
+  distinct one whose records are these prompts (in order, a subset: unfinished answers are
+  dropped), with this system prompt and answers shorter than `data.replay_max_new_tokens`.
+  Then the examples are the real ones.
 - otherwise stand-ins: every prompt answered at the cap (`replay_max_new_tokens` labelled
   tokens), an upper bound; and the answering pass itself is part of the replay phase's memory.
 
@@ -35,7 +39,8 @@ def replay_examples(cfg, tokenizer, train_set) -> tuple[list[dict], list[str], b
     examples, notes, unanswered = [], [], False
     for spec in data.replay_sources():
         prompts = [_user_text(r) for r in load_records(spec)]
-        records = cached_answers(prompts, data.system_prompt, data.replay_max_new_tokens, tokenizer)
+        records = cached_answers(prompts, data.system_prompt, data.replay_max_new_tokens, tokenizer,
+                                 model_path=_model_path(cfg.model.name))
         if records is not None:
             examples += build_sft_dataset(records, tokenizer, messages_cfg).examples
             notes.append(f"replay {spec}: the base model's {len(records)} cached answers")
@@ -59,13 +64,21 @@ def replay_examples(cfg, tokenizer, train_set) -> tuple[list[dict], list[str], b
     return chosen * data.replay_repeat, notes, unanswered
 
 
-def cached_answers(prompts: list[str], system_prompt: str | None, max_new_tokens: int, tokenizer) -> list[dict] | None:
-    """The replay cache's records for these prompts, when exactly one distinct cached answer set
-    fits (module docstring); None otherwise."""
+def cached_answers(prompts: list[str], system_prompt: str | None, max_new_tokens: int, tokenizer,
+                   model_path: str | None = None) -> list[dict] | None:
+    """The replay cache's records for these prompts: the one whose sidecar names `model_path`
+    and these settings, else the only distinct sidecar-less answer set that fits (module
+    docstring); None otherwise."""
     from deltatune.models.embedded import deltatune_home
 
+    folder = deltatune_home() / "replay"
+    by_meta = _cache_by_meta(folder, model_path, prompts, system_prompt, max_new_tokens)
+    if by_meta is not None:
+        return by_meta
     found: dict[str, list[dict]] = {}
-    for path in sorted((deltatune_home() / "replay").glob("*.jsonl")):
+    for path in sorted(folder.glob("*.jsonl")):
+        if path.with_suffix(".meta.json").is_file():
+            continue  # a sidecar says what it is, and it was not this model with these settings
         try:
             records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except (OSError, ValueError):
@@ -73,6 +86,42 @@ def cached_answers(prompts: list[str], system_prompt: str | None, max_new_tokens
         if records and _fits(records, prompts, system_prompt, max_new_tokens, tokenizer):
             found[hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()] = records
     return next(iter(found.values())) if len(found) == 1 else None
+
+
+def _cache_by_meta(folder, model_path, prompts, system_prompt, max_new_tokens) -> list[dict] | None:
+    """The newest cache whose sidecar matches (module docstring), or None."""
+    from deltatune.replay.answers import prompts_digest
+
+    if not model_path:
+        return None
+    want = {"model": model_path, "prompts_sha256": prompts_digest(prompts), "system_prompt": system_prompt,
+            "max_new_tokens": max_new_tokens}
+    matches = []
+    for meta_path in folder.glob("*.meta.json"):
+        cache = meta_path.with_name(meta_path.name[: -len(".meta.json")] + ".jsonl")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and all(meta.get(k) == v for k, v in want.items()) and cache.is_file():
+            matches.append(cache)
+    for cache in sorted(matches, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            return [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _model_path(name: str) -> str | None:
+    """The path a run loads `model.name` from (what its replay sidecar records), or None."""
+    from deltatune.errors import DeltatuneError
+    from deltatune.models.loader import resolve_model_path
+
+    try:
+        return resolve_model_path(name)
+    except DeltatuneError:
+        return None
 
 
 def _fits(records: list[dict], prompts: list[str], system_prompt, max_new_tokens: int, tokenizer) -> bool:

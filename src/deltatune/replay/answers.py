@@ -42,11 +42,29 @@ def self_replay_records(model, tokenizer, spec: str, system_prompt: str | None =
         records = _generate(model, tokenizer, prompts, system_prompt, max_new_tokens, batch_size)
         # atomic: a run killed mid-write must not leave a short cache that later runs trust
         write_text_atomic(cache, "".join(json.dumps(r) + "\n" for r in records))
+    if not cache.with_suffix(".meta.json").is_file():  # written on a hit too: older caches gain one
+        write_cache_meta(cache, model, prompts, system_prompt, max_new_tokens, len(records))
     if not records:
         hint = ("raise data.replay_max_new_tokens" if config_key == "data.replay"
                 else "check that the model answers these prompts")
         raise DeltatuneError(f"{config_key} {spec}: the base model finished no answer within {max_new_tokens} tokens; {hint}")
     return [dict(r, _origin=f"replay:{spec}#{i}") for i, r in enumerate(records)]
+
+
+def prompts_digest(prompts: list[str]) -> str:
+    """sha256 of the prompt texts in order: the part of the cache key the estimate can recompute."""
+    return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()
+
+
+def write_cache_meta(cache: Path, model, prompts: list[str], system_prompt, max_new_tokens: int, n: int) -> None:
+    """`<key>.meta.json` beside a replay cache: which model path and settings produced it.
+
+    The cache key hashes the base weights, which `deltatune estimate` never reads; this sidecar
+    lets it find the answers a run will train on from the model's path and the settings alone
+    (deltatune.estimate.replay)."""
+    meta = {"model": str(getattr(model.config, "_name_or_path", "")), "prompts_sha256": prompts_digest(prompts),
+            "system_prompt": system_prompt, "max_new_tokens": max_new_tokens, "records": n}
+    write_text_atomic(cache.with_suffix(".meta.json"), json.dumps(meta, indent=1) + "\n")
 
 
 def _user_text(record: dict) -> str:
