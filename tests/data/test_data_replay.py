@@ -92,6 +92,7 @@ def test_replay_answers_are_the_base_models_own_and_cached(smollm2, tmp_path, mo
     (sidecar,) = (tmp_path / "home" / "replay").glob("*.meta.json")  # what `deltatune estimate` finds it by
     meta = json.loads(sidecar.read_text())
     assert meta["model"] == model.config._name_or_path and meta["max_new_tokens"] == 48
+    assert meta["base"] == {"dtype": "float32", "quantised_bits": None}
     assert meta["prompts_sha256"] == answers.prompts_digest(questions) and meta["records"] == len(records)
 
     def must_not_run(*args, **kwargs):

@@ -89,7 +89,7 @@ def test_trainable_count_equals_the_installed_method(home, config, tiny_llama_di
     cfg = config(method=method)
     params = estimate_run(cfg).as_dict()["parameters"]
     assert (params["trainable"], params["total"]) == _real_count(tiny_llama_dir, cfg)
-    # qlora cannot be installed on the meta device: its counts come from the 1- and 3-layer copies
+    # qlora cannot be installed on the meta device: its counts come from the 2- and 8-layer copies
     assert params["source"] == ("probe" if method["name"] == "qlora" else "meta")
 
 
@@ -108,7 +108,7 @@ def test_weight_gradient_optimiser_bytes_by_hand(home, config):
 
 
 def test_activations_extrapolate_to_the_real_model(home, config, tiny_llama_dir):
-    """The probe's 1- and 3-layer copies, extrapolated to 2 blocks, give exactly what the real
+    """The probe's 2- and 8-layer copies, extrapolated to 2 blocks, give exactly what the real
     2-block model saves for backward on the peak batch; the rest is dominated by the fp32
     log-softmax over the labelled positions (N x V x 4 bytes), which is hand-checked."""
     from deltatune.estimate.estimator import estimate_variant, prepare
@@ -300,9 +300,9 @@ def test_cached_replay_answers_are_used_when_unambiguous(home, config, tmp_path)
 
 def test_replay_cache_sidecar_picks_this_models_answers(home, config, tmp_path):
     """Two answer sets for the same prompts are ambiguous by content alone; the sidecar naming
-    this model's path and settings picks one, and a sidecar naming another model rules its
-    cache out."""
-    from deltatune.estimate.replay import _model_path
+    this model's path, loading and settings picks one, and a sidecar naming another model (or
+    this one quantised, as QLoRA answers) rules its cache out."""
+    from deltatune.estimate.replay import _model_path, expected_base_weights
     from deltatune.models.loader import load_tokenizer
     from deltatune.replay.answers import prompts_digest
 
@@ -311,17 +311,21 @@ def test_replay_cache_sidecar_picks_this_models_answers(home, config, tmp_path):
     cfg = config(data={"replay": spec, "replay_max_new_tokens": 40, "replay_ratio": None})
     tokenizer = load_tokenizer(cfg.model.name)
 
-    def cache(name, words, model):
+    here, fp32 = _model_path(cfg.model.name), expected_base_weights(cfg)
+    assert fp32 == {"dtype": "float32", "quantised_bits": None}
+
+    def cache(name, words, model, base):
         records = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": " ".join([w] * n)}]}
                    for p, (w, n) in zip(prompts, words)]
         write_jsonl(home / "replay" / f"{name}.jsonl", records)
-        meta = {"model": model, "prompts_sha256": prompts_digest(prompts), "system_prompt": cfg.data.system_prompt,
-                "max_new_tokens": 40, "records": len(records)}
+        meta = {"model": model, "base": base, "prompts_sha256": prompts_digest(prompts),
+                "system_prompt": cfg.data.system_prompt, "max_new_tokens": 40, "records": len(records)}
         (home / "replay" / f"{name}.meta.json").write_text(json.dumps(meta))
 
     (home / "replay").mkdir(parents=True)
-    cache("aaa", [("short", 2)] * 4, model="/elsewhere/other-model")
-    cache("bbb", [("long", 9)] * 4, model=_model_path(cfg.model.name))
+    cache("aaa", [("short", 2)] * 4, model="/elsewhere/other-model", base=fp32)
+    cache("bbb", [("long", 9)] * 4, model=here, base=fp32)
+    cache("ccc", [("tiny", 1)] * 4, model=here, base={"dtype": "float32", "quantised_bits": 4})  # newest
     dataset, notes = training_examples(cfg, tokenizer)
     assert "4 cached answers" in notes[0]
     replay = dataset.examples[24:]

@@ -441,3 +441,18 @@ def test_the_quantised_load_lets_go_of_the_fp32_file(tiny_llama_dir, tmp_path, p
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, load_quantised_base(
             ModelConfig(name=str(tiny_llama_dir)), device="cpu")[0](input_ids=ids).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_replay_sidecar_records_the_quantised_base(quantised, plain, bits):
+    """QLoRA's replay is answered by the quantised base: its cache sidecar says so, and says what
+    `deltatune estimate` expects for a qlora config, so the estimate picks these answers."""
+    from deltatune.config import validate_config
+    from deltatune.estimate.replay import expected_base_weights
+    from deltatune.replay.answers import base_weights
+
+    assert base_weights(quantised(bits)) == {"dtype": "float32", "quantised_bits": bits}
+    assert base_weights(plain) == {"dtype": "float32", "quantised_bits": None}
+    cfg = validate_config({"recipe": "sft", "model": {"name": "smollm2-135m"},
+                           "method": {"name": "qlora", "bits": bits}, "data": {"train": "builtin:orgfacts/train"}})
+    assert expected_base_weights(cfg) == base_weights(quantised(bits))

@@ -6,7 +6,7 @@ is loaded (`deltatune estimate CONFIG`; a one-line summary at the start of `delt
     est.peak_memory_bytes, est.step_seconds, est.summary_line(), est.table(), est.as_dict()
 
 Modules: model_info (config.json, safetensors headers, the method on a `meta` model), batches
-(the recipe's data path and the sampler's micro-batches), probe (the method on 1- and 3-layer
+(the recipe's data path and the sampler's micro-batches), probe (the method on 2- and 8-layer
 real copies: saved activations and effective FLOP/s), calibrate (process baseline, AdamW cost,
 the cache), flops, memory (how the parts make the peak), advice (what to change to fit),
 estimator (composes them), report (`Estimate`), cli.

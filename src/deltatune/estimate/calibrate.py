@@ -3,7 +3,7 @@
 cost per trainable parameter; plus the cache the model-shaped probe (`estimate.probe`) uses.
 
     baseline = process_baseline_bytes()          # measured in a fresh interpreter, then cached
-    seconds = adamw_seconds_per_param("cpu")     # one AdamW step over 2M fp32 parameters
+    seconds = adamw_seconds_per_param("cpu")     # one AdamW step over 16M fp32 parameters
     value = cached("probe", key, compute)        # $DELTATUNE_HOME/estimate/probe-<hash>.json
 
 Entries live in $DELTATUNE_HOME/estimate/<kind>-<24 hex of the key's sha256>.json as
@@ -27,10 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-CALIBRATION_VERSION = 1  # bump when a measurement below changes what it reports
+CALIBRATION_VERSION = 2  # bump when a measurement below changes what it reports
 NO_CACHE_ENV = "DELTATUNE_NO_CACHE"
 FALLBACK_BASELINE_BYTES = 300 * 2**20  # when the baseline cannot be measured (said in the notes)
-ADAMW_PROBE_PARAMS = 2_000_000
+ADAMW_PROBE_PARAMS = 16_000_000  # 256 MB of state: past the caches, as a model's is
 
 # What `deltatune train` has imported before it loads a model (the CLI, a recipe, the loop,
 # transformers' causal-LM classes); printed resident memory in bytes.
@@ -135,16 +135,20 @@ def process_baseline_bytes() -> tuple[int, str]:
 
 def adamw_seconds_per_param(device, threads: int | None = None) -> float:
     """Seconds one AdamW step (with gradient clipping) takes per fp32 trainable parameter on
-    `device`: timed over ADAMW_PROBE_PARAMS parameters, best of three, cached. A memory-bound
-    pass (parameter, gradient and both moments read, three written), so it scales per element."""
+    `device`: timed over ADAMW_PROBE_PARAMS parameters, best of three, cached, with the kernel
+    training picks (`training.optim`: fused where it applies). A memory-bound pass (parameter,
+    gradient and both moments read, three written), so it scales per element once the state is
+    larger than the processor's caches."""
     import torch
+
+    from deltatune.training.optim import fused_applies
 
     device = torch.device(device)
 
     def measure() -> dict:
         param = torch.nn.Parameter(torch.zeros(ADAMW_PROBE_PARAMS, device=device))
         param.grad = torch.randn(ADAMW_PROBE_PARAMS, device=device)
-        optimiser = torch.optim.AdamW([param], lr=1e-4)
+        optimiser = torch.optim.AdamW([param], lr=1e-4, fused=fused_applies([param]))
         optimiser.step()  # the first step allocates the moments: not timed
         times = []
         for _ in range(3):

@@ -3,7 +3,7 @@ any weight is loaded. The pieces:
 
     model_info   config.json + safetensors headers; the method installed on a `meta` model: counts
     batches      the recipe's own data path and the sampler's micro-batches over the run's budget
-    probe        the method on 1- and 3-layer real copies, the peak micro-batch: saved activations
+    probe        the method on 2- and 8-layer real copies, the peak micro-batch: saved activations
                  and effective FLOP/s at the model's shapes (cached)
     calibrate    the process baseline and AdamW's cost per parameter (measured once, cached)
     memory       how the parts make the peak;  flops  FLOPs per micro-batch

@@ -16,7 +16,7 @@ every tensor takes in memory, the bytes the method added, and the matmul paramet
 that the FLOPs formula (`estimate.flops`) needs. A method whose install must read weight values
 (QLoRA quantises them, FISH Mask's random mask indexes them) cannot be installed on `meta`;
 `meta_counts` returns None and the counts come from the probe's small real models instead
-(`estimate.probe`: 1 and 3 layers, extrapolated to the model's depth).
+(`estimate.probe`: 2 and 8 layers, extrapolated to the model's depth).
 """
 
 from __future__ import annotations

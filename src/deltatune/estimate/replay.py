@@ -7,9 +7,10 @@ The recipe's replay (`recipes.sft._with_replay`) is the base model's own answers
 the replay batches, so, per prompt source:
 
 - cached answers: the cache is keyed by a fingerprint of the base weights, which the estimate
-  does not read. Each cache has a sidecar (`<key>.meta.json`: the model's path, a digest of the
-  prompts, the system prompt, `replay_max_new_tokens`); the cache whose sidecar matches this
-  model path and these settings is taken (the newest, if the weights at that path changed).
+  does not read. Each cache has a sidecar (`<key>.meta.json`: the model's path, how its weights
+  were held (dtype, quantisation: QLoRA's base answers in NF4), a digest of the prompts, the
+  system prompt, `replay_max_new_tokens`); the cache whose sidecar matches this model path,
+  this method's loading and these settings is taken (the newest, if the weights at that path changed).
   A cache without a sidecar (written before they existed) is taken when it is the only
   distinct one whose records are these prompts (in order, a subset: unfinished answers are
   dropped), with this system prompt and answers shorter than `data.replay_max_new_tokens`.
@@ -40,7 +41,7 @@ def replay_examples(cfg, tokenizer, train_set) -> tuple[list[dict], list[str], b
     for spec in data.replay_sources():
         prompts = [_user_text(r) for r in load_records(spec)]
         records = cached_answers(prompts, data.system_prompt, data.replay_max_new_tokens, tokenizer,
-                                 model_path=_model_path(cfg.model.name))
+                                 model_path=_model_path(cfg.model.name), base=expected_base_weights(cfg))
         if records is not None:
             examples += build_sft_dataset(records, tokenizer, messages_cfg).examples
             notes.append(f"replay {spec}: the base model's {len(records)} cached answers")
@@ -65,14 +66,14 @@ def replay_examples(cfg, tokenizer, train_set) -> tuple[list[dict], list[str], b
 
 
 def cached_answers(prompts: list[str], system_prompt: str | None, max_new_tokens: int, tokenizer,
-                   model_path: str | None = None) -> list[dict] | None:
+                   model_path: str | None = None, base: dict | None = None) -> list[dict] | None:
     """The replay cache's records for these prompts: the one whose sidecar names `model_path`
     and these settings, else the only distinct sidecar-less answer set that fits (module
     docstring); None otherwise."""
     from deltatune.models.embedded import deltatune_home
 
     folder = deltatune_home() / "replay"
-    by_meta = _cache_by_meta(folder, model_path, prompts, system_prompt, max_new_tokens)
+    by_meta = _cache_by_meta(folder, model_path, base, prompts, system_prompt, max_new_tokens)
     if by_meta is not None:
         return by_meta
     found: dict[str, list[dict]] = {}
@@ -88,14 +89,14 @@ def cached_answers(prompts: list[str], system_prompt: str | None, max_new_tokens
     return next(iter(found.values())) if len(found) == 1 else None
 
 
-def _cache_by_meta(folder, model_path, prompts, system_prompt, max_new_tokens) -> list[dict] | None:
+def _cache_by_meta(folder, model_path, base, prompts, system_prompt, max_new_tokens) -> list[dict] | None:
     """The newest cache whose sidecar matches (module docstring), or None."""
     from deltatune.replay.answers import prompts_digest
 
     if not model_path:
         return None
-    want = {"model": model_path, "prompts_sha256": prompts_digest(prompts), "system_prompt": system_prompt,
-            "max_new_tokens": max_new_tokens}
+    want = {"model": model_path, "base": base, "prompts_sha256": prompts_digest(prompts),
+            "system_prompt": system_prompt, "max_new_tokens": max_new_tokens}
     matches = []
     for meta_path in folder.glob("*.meta.json"):
         cache = meta_path.with_name(meta_path.name[: -len(".meta.json")] + ".jsonl")
@@ -111,6 +112,17 @@ def _cache_by_meta(folder, model_path, prompts, system_prompt, max_new_tokens) -
         except (OSError, ValueError):
             continue
     return None
+
+
+def expected_base_weights(cfg) -> dict:
+    """`replay.answers.base_weights` of the model this run's replay is answered by: the base as
+    the method loads it (a method with its own loader, QLoRA, quantises it first)."""
+    from deltatune.estimate.estimator import load_dtype
+    from deltatune.methods.registry import get_method
+
+    quantises = get_method(cfg.method).load_base is not None
+    bits = getattr(cfg.method, "bits", None) if quantises else None
+    return {"dtype": str(load_dtype(cfg)).removeprefix("torch."), "quantised_bits": bits}
 
 
 def _model_path(name: str) -> str | None:

@@ -40,7 +40,7 @@ class Estimate:
         cfg = variant.cfg
         notes = list(ctx.notes) + [f"baseline {ctx.baseline_note}"]
         if variant.counts.source == "probe":
-            notes.append("parameter counts from 1- and 3-layer copies (this method cannot be installed on 'meta')")
+            notes.append("parameter counts from 2- and 8-layer copies (this method cannot be installed on 'meta')")
         if variant.probe.cached:
             notes.append("probe and calibration from the cache ($DELTATUNE_HOME/estimate)")
         return cls(label or cfg.output.dir, cfg.recipe, cfg.method.name, cfg.model.name, ctx.device.type,

@@ -42,8 +42,7 @@ def self_replay_records(model, tokenizer, spec: str, system_prompt: str | None =
         records = _generate(model, tokenizer, prompts, system_prompt, max_new_tokens, batch_size)
         # atomic: a run killed mid-write must not leave a short cache that later runs trust
         write_text_atomic(cache, "".join(json.dumps(r) + "\n" for r in records))
-    if not cache.with_suffix(".meta.json").is_file():  # written on a hit too: older caches gain one
-        write_cache_meta(cache, model, prompts, system_prompt, max_new_tokens, len(records))
+    write_cache_meta(cache, model, prompts, system_prompt, max_new_tokens, len(records))  # a hit too: older caches gain one
     if not records:
         hint = ("raise data.replay_max_new_tokens" if config_key == "data.replay"
                 else "check that the model answers these prompts")
@@ -62,9 +61,22 @@ def write_cache_meta(cache: Path, model, prompts: list[str], system_prompt, max_
     The cache key hashes the base weights, which `deltatune estimate` never reads; this sidecar
     lets it find the answers a run will train on from the model's path and the settings alone
     (deltatune.estimate.replay)."""
-    meta = {"model": str(getattr(model.config, "_name_or_path", "")), "prompts_sha256": prompts_digest(prompts),
-            "system_prompt": system_prompt, "max_new_tokens": max_new_tokens, "records": n}
-    write_text_atomic(cache.with_suffix(".meta.json"), json.dumps(meta, indent=1) + "\n")
+    meta = {"model": str(getattr(model.config, "_name_or_path", "")), "base": base_weights(model),
+            "prompts_sha256": prompts_digest(prompts), "system_prompt": system_prompt,
+            "max_new_tokens": max_new_tokens, "records": n}
+    path, text = cache.with_suffix(".meta.json"), json.dumps(meta, indent=1) + "\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        write_text_atomic(path, text)
+
+
+def base_weights(model) -> dict:
+    """How the answering weights were held: the floating dtype and the quantisation (4 or 8 bits,
+    or None). A QLoRA run's base answers in NF4, so its answers are its own, not the fp32 base's."""
+    from deltatune.methods.qlora.quantise import bits_of
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    bits = {b for b in map(bits_of, model.modules()) if b}
+    return {"dtype": str(dtype).removeprefix("torch."), "quantised_bits": max(bits) if bits else None}
 
 
 def _user_text(record: dict) -> str:

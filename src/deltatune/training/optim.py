@@ -4,7 +4,11 @@
     scheduler = build_scheduler(optimizer, cfg.train.schedule, cfg.train.warmup_steps, total_steps)
 
 Weight decay applies to matrices only: biases, norm weights and other 1-D tensors are not
-decayed (decaying a LayerNorm gain towards zero only hurts). Schedules are a multiplier on the
+decayed (decaying a LayerNorm gain towards zero only hurts). The AdamW is torch's fused kernel
+where it applies (plain fp32/bf16/fp16 parameters on CPU or CUDA): one pass over each tensor
+instead of a dozen elementwise ones; same update to ~1 ulp (measured 2.4e-7 over 50 steps), and
+on SmolLM2 full fine-tuning 0.08 s per step instead of 0.35-0.47 s on 2 CPU threads. Sharded
+(DTensor) parameters keep the default kernel. Schedules are a multiplier on the
 base lr as a function of completed optimiser steps `s` (LambdaLR's counter); the lr used by
 optimiser step s+1 is `lr * lr_factor(s)`:
 
@@ -36,7 +40,7 @@ def build_optimizer(model: torch.nn.Module, train_cfg, groups: list[dict] | None
                  for g in groups if g["params"]]
         if not built:
             raise ValueError("the method's param_groups hook returned no parameters")
-        return torch.optim.AdamW(built, lr=train_cfg.lr, betas=tuple(train_cfg.betas))
+        return _adamw(built, train_cfg)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -48,7 +52,22 @@ def build_optimizer(model: torch.nn.Module, train_cfg, groups: list[dict] | None
         {"params": no_decay, "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(train_cfg.betas))
+    return _adamw(groups, train_cfg)
+
+
+FUSED_DEVICES = ("cpu", "cuda")
+FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _adamw(groups: list[dict], train_cfg) -> torch.optim.AdamW:
+    params = [p for g in groups for p in g["params"]]
+    return torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(train_cfg.betas), fused=fused_applies(params))
+
+
+def fused_applies(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW kernel takes these parameters (module docstring)."""
+    return bool(params) and all(type(p) is torch.nn.Parameter and p.device.type in FUSED_DEVICES
+                                and p.dtype in FUSED_DTYPES for p in params)
 
 
 def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
