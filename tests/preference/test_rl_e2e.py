@@ -46,7 +46,12 @@ def _cfg(pref_cfg, recipe, start, run="run", steps=12, **rl):
     return cfg
 
 
-STEPS = 20
+# The reward is a rate over 16 samples an iteration, so the mean of the first 5 iterations vs the
+# last 10 carries binomial noise of ~0.07 (std of the difference); a rise of 0.15 is > 2 of those
+# above no learning. Measured (1 and 2 threads, seeded): grpo 0.525 -> 0.775, grpo sequence
+# 0.50 -> 0.75, ppo 0.46 -> 0.78.
+STEPS = 30
+RISE = 0.15
 
 
 @pytest.mark.parametrize("recipe, extra", [(grpo, {}), (grpo, {"grpo_loss": "sequence"}), (ppo, {})])
@@ -54,8 +59,8 @@ def test_rl_raises_the_reward_and_logs_every_iteration(pref_cfg, sft_start, reci
     run_dir = recipe.run(_cfg(pref_cfg, recipe.__name__.rsplit(".", 1)[-1], sft_start, steps=STEPS, **extra))
     rows = _rl_rows(run_dir)
     assert len(rows) == STEPS
-    first, last = (sum(r["reward_mean"] for r in rows[:5]) / 5, sum(r["reward_mean"] for r in rows[-5:]) / 5)
-    assert last > first + 0.2, ([round(r["reward_mean"], 3) for r in rows], [r["kl"] for r in rows])
+    first, last = (sum(r["reward_mean"] for r in rows[:5]) / 5, sum(r["reward_mean"] for r in rows[-10:]) / 10)
+    assert last > first + RISE, ([round(r["reward_mean"], 3) for r in rows], [r["kl"] for r in rows])
     for key in ("kl", "entropy", "clip_fraction", "response_length"):
         assert all(key in r for r in rows)
     assert (run_dir / "rl.png").is_file() and (run_dir / "adapter").is_dir()

@@ -50,3 +50,34 @@ def test_only_trainable_params():
     model.bias.requires_grad_(False)
     opt = build_optimizer(model, TrainConfig())
     assert sum(len(g["params"]) for g in opt.param_groups) == 1
+
+
+def test_fused_adamw_gives_the_default_kernels_update_and_marks_the_change():
+    """CPU fp32 parameters get torch's fused AdamW: the same weights as the default kernel after
+    20 steps (to fp32 rounding), and every parameter's in-place version counter moves, which
+    the fused kernel alone does not do (methods read it to know whether training touched a
+    tensor; SAID caches its projection on it)."""
+    torch.manual_seed(0)
+    start = [torch.randn(16, 8), torch.randn(16)]
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.1)
+    results = []
+    for fused in (True, False):
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16))
+        with torch.no_grad():
+            model[0].weight.copy_(start[0]), model[0].bias.copy_(start[1])
+        if fused:
+            optimizer = build_optimizer(model, cfg)
+        else:  # the same two groups through the default (for-loop) kernel
+            groups = [{"params": [model[0].weight], "weight_decay": 0.1}, {"params": [model[0].bias], "weight_decay": 0.0}]
+            optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), foreach=False)
+        assert bool(optimizer.defaults["fused"]) is fused
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            before = [p._version for p in model.parameters()]
+            model(torch.randn(4, 8, generator=generator)).pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            assert all(p._version > v for p, v in zip(model.parameters(), before))
+        results.append([p.detach().clone() for p in model.parameters()])
+    for fused_p, plain_p in zip(*results):
+        torch.testing.assert_close(fused_p, plain_p, rtol=0, atol=1e-6)

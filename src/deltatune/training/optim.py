@@ -61,7 +61,18 @@ FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def _adamw(groups: list[dict], train_cfg) -> torch.optim.AdamW:
     params = [p for g in groups for p in g["params"]]
-    return torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(train_cfg.betas), fused=fused_applies(params))
+    fused = fused_applies(params)
+    optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(train_cfg.betas), fused=fused)
+    if fused:
+        optimizer.register_step_post_hook(_mark_updated)
+    return optimizer
+
+
+def _mark_updated(optimizer, args, kwargs) -> None:
+    """The fused kernel writes the parameters without bumping their in-place version counters,
+    which deltatune reads to know a tensor changed (a method's "trained yet?" check, SAID's
+    cached projection): bump them as the default kernel's in-place ops would."""
+    torch.autograd.graph.increment_version([p for g in optimizer.param_groups for p in g["params"]])
 
 
 def fused_applies(params: list[torch.Tensor]) -> bool:
