@@ -73,7 +73,8 @@ class DeltatuneSide:
         self.info = {"trainable_params": trainable, "counts": counts,
                      "adapter_params": trainable if spec.spec.adapter else 0,
                      "settings": {"loss": "deltatune.losses (vocabulary projection at labelled positions only)",
-                                  "optimiser": "deltatune.training.step.OptimiserStep (torch AdamW, default kernel)",
+                                  "optimiser": "deltatune.training.step.OptimiserStep (torch AdamW, "
+                                               f"{_kernel(self.stepper.optimizer)} kernel)",
                                   "config": cfg.train.model_dump(mode="json"), "speed_options": speed,
                                   "deltatune_opts": list(spec.deltatune_opts)}}
 
@@ -83,6 +84,10 @@ class DeltatuneSide:
     def step(self, batch: dict) -> float:
         self.step_number += 1
         return self.stepper.step([batch], step_number=self.step_number, dtype=self.dtype).loss
+
+
+def _kernel(optimizer) -> str:
+    return "fused" if optimizer.defaults.get("fused") else "default"
 
 
 def _objective(spec: BenchSpec, cfg, model):
