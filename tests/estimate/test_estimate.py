@@ -302,7 +302,8 @@ def test_replay_cache_sidecar_picks_this_models_answers(home, config, tmp_path):
     """Two answer sets for the same prompts are ambiguous by content alone; the sidecar naming
     this model's path, loading and settings picks one, and a sidecar naming another model (or
     this one quantised, as QLoRA answers) rules its cache out."""
-    from deltatune.estimate.replay import _model_path, expected_base_weights
+    from deltatune.estimate.replay import expected_base_weights
+    from deltatune.models.loader import resolve_model_path
     from deltatune.models.loader import load_tokenizer
     from deltatune.replay.answers import prompts_digest
 
@@ -311,7 +312,7 @@ def test_replay_cache_sidecar_picks_this_models_answers(home, config, tmp_path):
     cfg = config(data={"replay": spec, "replay_max_new_tokens": 40, "replay_ratio": None})
     tokenizer = load_tokenizer(cfg.model.name)
 
-    here, fp32 = _model_path(cfg.model.name), expected_base_weights(cfg)
+    here, fp32 = resolve_model_path(cfg.model.name), expected_base_weights(cfg)
     assert fp32 == {"dtype": "float32", "quantised_bits": None}
 
     def cache(name, words, model, base):

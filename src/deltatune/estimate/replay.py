@@ -29,6 +29,7 @@ import json
 
 from deltatune.data import build_sft_dataset, load_records
 from deltatune.data.labels import IGNORE_INDEX
+from deltatune.models.loader import resolve_model_path
 
 
 def replay_examples(cfg, tokenizer, train_set) -> tuple[list[dict], list[str], bool]:
@@ -41,7 +42,7 @@ def replay_examples(cfg, tokenizer, train_set) -> tuple[list[dict], list[str], b
     for spec in data.replay_sources():
         prompts = [_user_text(r) for r in load_records(spec)]
         records = cached_answers(prompts, data.system_prompt, data.replay_max_new_tokens, tokenizer,
-                                 model_path=_model_path(cfg.model.name), base=expected_base_weights(cfg))
+                                 model_path=resolve_model_path(cfg.model.name), base=expected_base_weights(cfg))
         if records is not None:
             examples += build_sft_dataset(records, tokenizer, messages_cfg).examples
             notes.append(f"replay {spec}: the base model's {len(records)} cached answers")
@@ -80,10 +81,7 @@ def cached_answers(prompts: list[str], system_prompt: str | None, max_new_tokens
     for path in sorted(folder.glob("*.jsonl")):
         if path.with_suffix(".meta.json").is_file():
             continue  # a sidecar says what it is, and it was not this model with these settings
-        try:
-            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, ValueError):
-            continue
+        records = _read_cache(path)
         if records and _fits(records, prompts, system_prompt, max_new_tokens, tokenizer):
             found[hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()] = records
     return next(iter(found.values())) if len(found) == 1 else None
@@ -107,10 +105,9 @@ def _cache_by_meta(folder, model_path, base, prompts, system_prompt, max_new_tok
         if isinstance(meta, dict) and all(meta.get(k) == v for k, v in want.items()) and cache.is_file():
             matches.append(cache)
     for cache in sorted(matches, key=lambda p: p.stat().st_mtime, reverse=True):
-        try:
-            return [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, ValueError):
-            continue
+        records = _read_cache(cache)
+        if records is not None:
+            return records
     return None
 
 
@@ -125,14 +122,11 @@ def expected_base_weights(cfg) -> dict:
     return {"dtype": str(load_dtype(cfg)).removeprefix("torch."), "quantised_bits": bits}
 
 
-def _model_path(name: str) -> str | None:
-    """The path a run loads `model.name` from (what its replay sidecar records), or None."""
-    from deltatune.errors import DeltatuneError
-    from deltatune.models.loader import resolve_model_path
-
+def _read_cache(path) -> list[dict] | None:
+    """A replay cache file's records, or None when it cannot be read."""
     try:
-        return resolve_model_path(name)
-    except DeltatuneError:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
         return None
 
 
