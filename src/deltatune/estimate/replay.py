@@ -71,9 +71,9 @@ def cached_answers(prompts: list[str], system_prompt: str | None, max_new_tokens
     """The replay cache's records for these prompts: the one whose sidecar names `model_path`
     and these settings, else the only distinct sidecar-less answer set that fits (module
     docstring); None otherwise."""
-    from deltatune.models.embedded import deltatune_home
+    from deltatune.replay.answers import cache_dir
 
-    folder = deltatune_home() / "replay"
+    folder = cache_dir()
     by_meta = _cache_by_meta(folder, model_path, base, prompts, system_prompt, max_new_tokens)
     if by_meta is not None:
         return by_meta

@@ -34,7 +34,7 @@ def self_replay_records(model, tokenizer, spec: str, system_prompt: str | None =
     """`messages` records: each prompt of `spec` with the base model's own greedy answer."""
     prompts = [_user_text(r) for r in load_records(spec)]
     key = _cache_key(model, prompts, system_prompt, max_new_tokens)
-    cache = _cache_dir() / f"{key}.jsonl"
+    cache = cache_dir() / f"{key}.jsonl"
     if cache.is_file():
         records = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
     else:
@@ -117,7 +117,8 @@ def _cache_key(model, prompts, system_prompt, max_new_tokens) -> str:
     return digest.hexdigest()[:24]
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """$DELTATUNE_HOME/replay: the answer caches and their sidecars."""
     from deltatune.models.embedded import deltatune_home
 
     return deltatune_home() / "replay"
