@@ -230,6 +230,16 @@ class PreferenceConfig(Section):
     precompute_ref: bool = False
     # rm: + coef x (r_chosen + r_rejected)^2, keeps rewards centred (Eisenstein et al. 2023)
     reward_center_coef: float = Field(0.0, ge=0)
+    # rm: where the reward head reads a sequence: `last`, its last token (the usual reward model,
+    # InstructGPT's), or `answer_mean`, the mean over the answer's tokens (better when answers
+    # differ in one span; measured in the README)
+    reward_pooling: Literal["last", "answer_mean"] = "last"
+    # rm: the reward head's learning rate is train.lr x this (it starts from random, the
+    # method from the base)
+    head_lr_ratio: float = Field(1.0, gt=0)
+    # rm: the head's start: `probe`, a logistic probe fitted on the untrained model's features
+    # of the training pairs (LP-FT, Kumar et al. 2022; one no-grad pass), or `random`
+    head_init: Literal["probe", "random"] = "probe"
 
 
 class RLConfig(Section):
@@ -253,6 +263,11 @@ class RLConfig(Section):
     clip_eps: float = Field(0.2, gt=0)  # policy ratio clip
     value_clip: float = Field(0.2, gt=0)  # ppo: value prediction clip
     vf_coef: float = Field(0.1, ge=0)  # ppo: value-loss weight
+    # ppo: false (default): the value head reads the policy's hidden states detached, so the
+    # value loss trains the head alone and never moves the policy; true: one shared trunk, the
+    # value loss's gradient reaching the method's weights too (at this scale it swamped the
+    # policy gradient and the run collapsed: README "Preference and RL")
+    shared_value_trunk: bool = False
     gamma: float = Field(1.0, gt=0, le=1)  # ppo: discount
     lam: float = Field(0.95, ge=0, le=1)  # ppo: GAE lambda
     whiten_advantages: bool = True  # ppo

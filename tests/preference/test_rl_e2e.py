@@ -72,6 +72,37 @@ def test_ppo_logs_value_loss_and_saves_its_value_head(pref_cfg, tiny_llama_dir):
     assert (run_dir / "value_head.safetensors").is_file()
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_value_loss_reaches_the_policy_only_with_a_shared_trunk(tiny_llama_dir, shared):
+    """rl.shared_value_trunk: false (default) -> the value loss trains the head alone; the
+    method's weights get no gradient from it. true -> they do (the control)."""
+    import torch
+
+    from deltatune.config import ModelConfig
+    from deltatune.methods.core import apply_method
+    from deltatune.methods.lora.config import LoraConfig
+    from deltatune.models.heads import attach_scalar_head
+    from deltatune.models.loader import load_causal_lm
+    from deltatune.rl.rollout import policy_token_logps
+
+    model, _ = load_causal_lm(ModelConfig(name=str(tiny_llama_dir)), device="cpu")
+    installed = apply_method(model, LoraConfig(r=4, alpha=8, targets="all-linear"))
+    with torch.no_grad():  # B != 0, so A's gradient is not zero by construction either way
+        for p in installed.trainable():
+            p.normal_(0, 0.02)
+    head = attach_scalar_head(model, ppo.VALUE_HEAD)
+    value_head = head if shared else ppo.DetachedValueHead(head)
+    ids = torch.randint(3, 50, (2, 10))
+    _, values, _ = policy_token_logps(model, ids, torch.ones_like(ids), ids, value_head)
+    (values ** 2).mean().backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    method_grads = [p.grad for p in installed.trainable()]
+    if shared:
+        assert any(g is not None and g.abs().sum() > 0 for g in method_grads)
+    else:
+        assert all(g is None or g.abs().sum() == 0 for g in method_grads)
+
+
 @pytest.mark.parametrize("recipe", [grpo, ppo])
 def test_rl_resume_reproduces_the_uninterrupted_run(pref_cfg, tiny_llama_dir, recipe):
     name, start = recipe.__name__.rsplit(".", 1)[-1], str(tiny_llama_dir)

@@ -22,7 +22,7 @@ def _train_losses(run_dir):
 
 
 def test_rm_learns_the_pairs_and_saves_its_head(pref_cfg):
-    cfg = pref_cfg("rm", train={"max_steps": 12}, eval={"before_after": True})
+    cfg = pref_cfg("rm", train={"max_steps": 12}, eval={"before_after": True}, preference={"head_init": "random"})
     run_dir = rm.run(cfg)
     result = _eval(run_dir)
     losses = _train_losses(run_dir)

@@ -5,6 +5,7 @@ PPO's value function) and the K-way classification head of `recipe: cls` (on an 
     head = attach_linear_head(model, "classifier_head", 8, seed=0)   # nn.Linear(hidden, 8)
     installed = WithHeads(installed, {"reward_head": head})     # trains, checkpoints, resumes with it
     scores = last_token_scores(model, head, input_ids, attention_mask)      # (B,) fp32
+    scores = reward_scores(model, head, batch, "answer_mean")              # (B,) over the answer
     values = token_values(model, head, input_ids, attention_mask)           # (B, T) fp32
     save_head(head, run_dir / "reward_head.safetensors"); load_head(model, path, "reward_head")
 
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from deltatune.atomic import write_text_atomic
+from deltatune.data.labels import IGNORE_INDEX
 from deltatune.errors import DeltatuneError
 from deltatune.forward import decoder_hidden
 
@@ -76,6 +78,41 @@ def last_token_scores(model, head: nn.Linear, input_ids: torch.Tensor, attention
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     last = hidden[rows, last_positions(attention_mask).to(hidden.device)]  # (B, H)
     return head(last.float()).squeeze(-1)
+
+
+def answer_mean_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, H) the mean of `hidden` (B, T, H) over each row's answer tokens (labels not
+    IGNORE_INDEX; a row without any falls back to its last real token)."""
+    answer = (labels.to(hidden.device) != IGNORE_INDEX).to(hidden.dtype)  # (B, T)
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    empty = answer.sum(dim=1) == 0
+    if bool(empty.any()):
+        answer = answer.clone()
+        answer[rows[empty], last_positions(attention_mask).to(hidden.device)[empty]] = 1.0
+    return (hidden * answer.unsqueeze(-1)).sum(dim=1) / answer.sum(dim=1, keepdim=True)
+
+
+def reward_features(model, batch: dict, pooling: str) -> torch.Tensor:
+    """(B, H) fp32: what a reward head reads of each row of a batch (input_ids, attention_mask,
+    labels), as `pooling` (preference.reward_pooling) says:
+
+    last         the last real token's final hidden state (the usual reward model)
+    answer_mean  the mean final hidden state over the answer's tokens. A pair that differs in
+                 one span (a name, a number) differs in the hidden states *at* that span; the
+                 last token sees it only through attention, the answer's mean reads it
+                 directly (measured on orgfacts: README "Preference and RL")."""
+    hidden, _ = decoder_hidden(model, batch["input_ids"], batch["attention_mask"])  # (B, T, H)
+    if pooling == "answer_mean":
+        return answer_mean_hidden(hidden, batch["attention_mask"], batch["labels"]).float()
+    if pooling == "last":
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, last_positions(batch["attention_mask"]).to(hidden.device)].float()
+    raise DeltatuneError(f"preference.reward_pooling {pooling!r}: use last or answer_mean")
+
+
+def reward_scores(model, head: nn.Linear, batch: dict, pooling: str) -> torch.Tensor:
+    """(B,) a reward head's scores of a batch, read as `reward_features` says."""
+    return head(reward_features(model, batch, pooling)).squeeze(-1)
 
 
 def token_values(model, head: nn.Linear, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
     logps, counts = pair_logps(model, batch)             # (2B,) summed answer log-probs, (2B,) tokens
     pair = policy_and_reference(model, batch, reference)  # PairLogps for deltatune.losses.preference
-    chosen, rejected = pair_scores(model, head, batch)   # (B,), (B,) reward-model scores
+    chosen, rejected = pair_scores(model, head, batch, "last")   # (B,), (B,) reward-model scores
 
 A pair batch (deltatune.data.preference.collate_pairs) stacks the B chosen answers over the B
 rejected ones, so one forward scores both; `halves` cuts any (2B, ...) result back in two.
@@ -15,7 +15,7 @@ import torch
 from deltatune.forward import decoder_hidden, output_head
 from deltatune.losses.logps import sequence_logps
 from deltatune.losses.preference import PairLogps
-from deltatune.models.heads import last_token_scores
+from deltatune.models.heads import reward_scores
 
 
 def halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +50,7 @@ def policy_and_reference(model, batch: dict, reference) -> PairLogps:
     return PairLogps(pc, pr, nc, nr, rc, rr)
 
 
-def pair_scores(model, head, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """((B,) chosen scores, (B,) rejected scores): the head on each answer's last token."""
-    return halves(last_token_scores(model, head, batch["input_ids"], batch["attention_mask"]))
+def pair_scores(model, head, batch: dict, pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B,) chosen scores, (B,) rejected scores): the head on each answer, read as `pooling`
+    (preference.reward_pooling) says."""
+    return halves(reward_scores(model, head, batch, pooling))

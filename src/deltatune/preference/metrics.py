@@ -1,6 +1,6 @@
 """Held-out numbers of preference runs, and the reference log-probs computed once.
 
-    rm_metrics(model, head, pairs, batch_size, pad_id)
+    rm_metrics(model, head, pairs, batch_size, pad_id, cfg.preference)
         -> {"pairwise_accuracy", "mean_margin", "loss", "n"}
     dpo_metrics(model, pairs, pref_cfg, reference, batch_size, pad_id)
         -> {"reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward", "loss",
@@ -43,20 +43,20 @@ def _eval_mode(model):
     return was
 
 
-def rm_metrics(model, head, pairs, batch_size: int, pad_id: int, center_coef: float = 0.0) -> dict:
+def rm_metrics(model, head, pairs, batch_size: int, pad_id: int, pref_cfg) -> dict:
     was = _eval_mode(model)
     chosen, rejected = [], []
     try:
         with torch.no_grad():
             for batch in _batches(pairs, batch_size, pad_id, model_device(model)):
-                c, r = pair_scores(model, head, batch)
+                c, r = pair_scores(model, head, batch, pref_cfg.reward_pooling)
                 chosen.append(c.float().cpu())
                 rejected.append(r.float().cpu())
     finally:
         model.train(was)
     c, r = torch.cat(chosen), torch.cat(rejected)
     return {"pairwise_accuracy": _ranked(c, r), "mean_margin": float((c - r).mean()),
-            "loss": float(bradley_terry_loss(c, r, center_coef=center_coef).mean()),
+            "loss": float(bradley_terry_loss(c, r, center_coef=pref_cfg.reward_center_coef).mean()),
             "mean_reward_chosen": float(c.mean()), "mean_reward_rejected": float(r.mean()), "n": len(c)}
 
 

@@ -18,10 +18,11 @@ from deltatune.training.objective import Objective, mean_objective_loss
 
 def rm_objective(head, pref_cfg) -> Objective:
     def loss_fn(model, batch):
-        chosen, rejected = pair_scores(model, head, batch)
+        chosen, rejected = pair_scores(model, head, batch, pref_cfg.reward_pooling)
         return bradley_terry_loss(chosen, rejected, center_coef=pref_cfg.reward_center_coef).mean(), len(chosen)
 
-    return Objective(loss_fn=loss_fn, units=pairs_in, collate=collate_pairs, val_loss=mean_objective_loss)
+    return Objective(loss_fn=loss_fn, units=pairs_in, collate=collate_pairs, val_loss=mean_objective_loss,
+                     validate_start=pref_cfg.head_init == "probe")
 
 
 def dpo_objective(pref_cfg, reference) -> Objective:

@@ -18,7 +18,7 @@ from deltatune.data.batching import collate
 from deltatune.data.tokenize import encode_conversation, with_system_prompt
 from deltatune.errors import DeltatuneError
 from deltatune.models.device import model_device
-from deltatune.models.heads import last_token_scores, load_head
+from deltatune.models.heads import load_head, reward_scores
 
 HEAD = "reward_head"
 HEAD_FILE = "reward_head.safetensors"
@@ -44,9 +44,9 @@ def check_reward_run(run_dir: str | Path) -> Path:
 class RewardModel:
     """Scores (prompt, answer) pairs with a trained reward model (see module docstring)."""
 
-    def __init__(self, model, tokenizer, head, system_prompt: str | None, max_length: int):
+    def __init__(self, model, tokenizer, head, system_prompt: str | None, max_length: int, pooling: str = "last"):
         self.model, self.tokenizer, self.head = model, tokenizer, head
-        self.system_prompt, self.max_length = system_prompt, max_length
+        self.system_prompt, self.max_length, self.pooling = system_prompt, max_length, pooling
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | None = None) -> "RewardModel":
@@ -57,14 +57,16 @@ class RewardModel:
         loaded.model.requires_grad_(False)
         head = load_head(loaded.model, run_dir / HEAD_FILE, HEAD)
         cfg = loaded.run_cfg
-        return cls(loaded.model, loaded.tokenizer, head, cfg.data.system_prompt, cfg.data.max_length)
+        return cls(loaded.model, loaded.tokenizer, head, cfg.data.system_prompt, cfg.data.max_length,
+                   cfg.preference.reward_pooling)
 
-    def encode(self, prompt, answer: str) -> list[int]:
-        """Token ids of the conversation (prompt: a string or message list) ending in `answer`."""
+    def encode(self, prompt, answer: str) -> tuple[list[int], list[int]]:
+        """(token ids, labels) of the conversation (prompt: a string or message list) ending in
+        `answer`; the labels mark the answer's tokens, as in training."""
         turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         conv = with_system_prompt([*turns, {"role": "assistant", "content": answer}], self.system_prompt)
-        ids, _ = encode_conversation(self.tokenizer, conv)
-        return ids[: self.max_length]
+        ids, labels = encode_conversation(self.tokenizer, conv)
+        return ids[: self.max_length], labels[: self.max_length]
 
     @torch.no_grad()
     def score(self, pairs: list[tuple], batch_size: int = 16) -> list[float]:
@@ -74,7 +76,7 @@ class RewardModel:
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(pairs), batch_size):
             encoded = [self.encode(prompt, answer) for prompt, answer in pairs[start:start + batch_size]]
-            rows = [{"input_ids": ids, "labels": ids} for ids in encoded]
+            rows = [{"input_ids": ids, "labels": labels} for ids, labels in encoded]
             batch = {k: v.to(model_device(self.model)) for k, v in collate(rows, pad).items()}
-            out += last_token_scores(self.model, self.head, batch["input_ids"], batch["attention_mask"]).tolist()
+            out += reward_scores(self.model, self.head, batch, self.pooling).tolist()
         return out

@@ -148,6 +148,8 @@ def train(model, installed, train_set, val_set, cfg, run_dir, pad_id: int, resum
         log.write("speed", step=state.step, **speed)
     stream = micro_batches(sampler, train_set, pad_id, state.epoch, state.batch_index, objective.collate,
                            group.shard)
+    if objective.validate_start and resume_from is None and validator.val_set is not None and tc.eval_every:
+        validator.validate(state)  # step 0: the start is a candidate for the best weights
     model.train()
     bar = progress_bar(total_steps, initial=state.step, desc=desc, enabled=group.is_main)
     stop_reason = "completed"

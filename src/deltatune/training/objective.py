@@ -12,6 +12,7 @@ The loop (deltatune.training.loop) is the same for every stage; what differs is
     collate(examples, pad_id)    examples -> the batch loss_fn reads
     val_loss(model, dataset, objective, batch_size, pad_id, dtype) -> float
                                  the held-out number early stopping and best weights follow
+    validate_start               also validate the starting weights (step 0)
 
 A new stage brings its own functions; the loop, checkpoints, resume and validation stay.
 """
@@ -65,6 +66,9 @@ class Objective:
     units: Callable[[dict], int] = labelled_tokens
     collate: Callable[[list[dict], int], dict] = collate
     val_loss: Callable[..., float] = lm_val_loss
+    # the starting weights are a candidate for the best weights: validated at step 0 of a fresh
+    # run, so a start that is already fitted (rm's probe head) is kept when training only hurts
+    validate_start: bool = False
 
 
 LM_OBJECTIVE = Objective()  # sft and pt: next-token loss on labelled tokens

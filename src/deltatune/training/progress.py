@@ -15,11 +15,11 @@ import sys
 from tqdm.auto import tqdm
 
 
-def progress_bar(total: int, initial: int = 0, desc: str = "train", enabled: bool = True) -> tqdm:
+def progress_bar(total: int, initial: int = 0, desc: str = "train", enabled: bool = True, unit: str = "step") -> tqdm:
     # DELTATUNE_PROGRESS=0 silences the bar (CI logs); otherwise it draws on stderr. Off on
     # every process but rank 0 of a multi-process run.
     disable = os.environ.get("DELTATUNE_PROGRESS", "1") == "0" or not enabled
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
                 disable=disable, file=sys.stderr)
 
 
