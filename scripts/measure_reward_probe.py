@@ -53,8 +53,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
     torch.set_num_threads(2)
+    # data.val stays the config's own split: without one, the pair loader would carve it from --train
     cfg = load_config("configs/smollm2/rm_lora.yaml", [f"model.name={args.model}", f"data.train={args.train}",
-                                                       f"data.test={args.test}", "data.val=null"])
+                                                       f"data.test={args.test}"])
     model, tokenizer = common.load_for_training(cfg)
     model.eval()
     splits = load_pair_splits(cfg, tokenizer)
