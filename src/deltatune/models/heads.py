@@ -4,9 +4,8 @@ PPO's value function) and the K-way classification head of `recipe: cls` (on an 
     head = attach_scalar_head(model, "reward_head", seed=0)     # nn.Linear(hidden, 1) on the model
     head = attach_linear_head(model, "classifier_head", 8, seed=0)   # nn.Linear(hidden, 8)
     installed = WithHeads(installed, {"reward_head": head})     # trains, checkpoints, resumes with it
-    scores = last_token_scores(model, head, input_ids, attention_mask)      # (B,) fp32
-    scores = reward_scores(model, head, batch, "answer_mean")              # (B,) over the answer
-    values = token_values(model, head, input_ids, attention_mask)           # (B, T) fp32
+    scores = reward_scores(model, head, batch, "last")         # (B,) fp32: the last real token
+    scores = reward_scores(model, head, batch, "answer_mean")  # (B,) the mean over the answer
     save_head(head, run_dir / "reward_head.safetensors"); load_head(model, path, "reward_head")
 
 The head is an attribute of the model, so the default optimiser (every parameter with
@@ -72,14 +71,6 @@ def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.long().sum(dim=1).clamp(min=1) - 1
 
 
-def last_token_scores(model, head: nn.Linear, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) the head on each row's last real token's final hidden state (fp32)."""
-    hidden, _ = decoder_hidden(model, input_ids, attention_mask)  # (B, T, H)
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    last = hidden[rows, last_positions(attention_mask).to(hidden.device)]  # (B, H)
-    return head(last.float()).squeeze(-1)
-
-
 def answer_mean_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(B, H) the mean of `hidden` (B, T, H) over each row's answer tokens (labels not
     IGNORE_INDEX; a row without any falls back to its last real token)."""
@@ -113,12 +104,6 @@ def reward_features(model, batch: dict, pooling: str) -> torch.Tensor:
 def reward_scores(model, head: nn.Linear, batch: dict, pooling: str) -> torch.Tensor:
     """(B,) a reward head's scores of a batch, read as `reward_features` says."""
     return head(reward_features(model, batch, pooling)).squeeze(-1)
-
-
-def token_values(model, head: nn.Linear, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) the head at every position: V(s_t) for PPO's value function."""
-    hidden, _ = decoder_hidden(model, input_ids, attention_mask)
-    return head(hidden.float()).squeeze(-1)
 
 
 @dataclasses.dataclass
